@@ -1,0 +1,628 @@
+/**
+ * Assembles the stages into one production pipeline, in the standard order.
+ *
+ * Outermost first, every request goes through:
+ *
+ * ```text
+ * rate limit                      RateLimit (optional service): admit, reserve tokens; settle after
+ *  └─ cache                       ResponseCache (optional service): hit, or one shared call in flight
+ *      └─ total deadline          Timeouts.total: nothing below runs past it
+ *          └─ fallback chain      step 1, then step 2 when its condition matches, ...
+ *              └─ breaker         Breaker: per upstream; open = fail fast to the next step
+ *                  └─ retry       Retry.schedule: backoff + jitter, Retry-After, deadline-aware
+ *                      └─ attempt timeout (JSON) / first-chunk + chunk-gap (streams)
+ *                          └─ upstream
+ *  └─ static answer               when configured: the last resort, after the deadline too
+ * ```
+ *
+ * The request log line and the monitor observe the whole request. With a static answer configured,
+ * the error channel holds no `UpstreamError`: `Pipeline<RateLimitRejected>` says the caller can only
+ * see Roadcar's own rate limit, never an upstream failure.
+ *
+ * @since 0.1.0
+ */
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as Exit from "effect/Exit"
+import * as Layer from "effect/Layer"
+import * as Option from "effect/Option"
+import * as Scope from "effect/Scope"
+import * as Stream from "effect/Stream"
+import * as Breaker from "./Breaker.ts"
+import {
+  type ChatChunk,
+  type ChatRequest,
+  type ChatResponse,
+  assembleChunks,
+  responseToChunks,
+  usage as makeUsage,
+  type Usage
+} from "./ChatCompletion.ts"
+import { Monitor } from "./Monitor.ts"
+import { type Identity, RateLimit, type RateLimitRejected, type Reservation } from "./RateLimit.ts"
+import { ResponseCache } from "./ResponseCache.ts"
+import * as Retry from "./Retry.ts"
+import * as Timeouts from "./Timeouts.ts"
+import type { Upstream } from "./Upstream.ts"
+import { MalformedOutput, type ReasonTag, TimedOut, UpstreamError } from "./UpstreamError.ts"
+
+// =============================================================================
+// Options
+// =============================================================================
+
+/**
+ * One step of the fallback chain: an upstream with its retry settings and its entry condition.
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export interface Step {
+  readonly upstream: Upstream
+  /** Overrides of the pipeline's retry settings for this step. */
+  readonly retry?: Partial<Retry.Options> | undefined
+  /**
+   * Which failures of the previous step lead here (fallback steps only). Default: every reason but
+   * `BadRequest` (a request the upstream found malformed fails the same way everywhere). Use
+   * `["ContextLengthExceeded"]` for a larger-context model that only takes what did not fit.
+   */
+  readonly when?: ReadonlyArray<ReasonTag> | undefined
+}
+
+/**
+ * The pipeline's options.
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export interface Options {
+  /** The primary step first, then the fallbacks in order. */
+  readonly steps: readonly [Step, ...Array<Step>]
+  /** A graceful answer of last resort (assistant text) when every step failed; not cached. */
+  readonly staticAnswer?: string | undefined
+  readonly retry?: Partial<Retry.Options> | undefined
+  readonly timeouts?: Partial<Timeouts.Options> | undefined
+}
+
+/**
+ * Everything a caller may tell about one request.
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export interface CallOptions extends Identity {
+  /** An id for logs and headers; generated when missing. */
+  readonly requestId?: string | undefined
+}
+
+// =============================================================================
+// Answers
+// =============================================================================
+
+/**
+ * What happened to a request: who answered, after how many attempts, from cache or by fallback.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface AnswerMeta {
+  readonly requestId: string
+  /** The public model name asked for. */
+  readonly model: string
+  /** The upstream (deployment) that answered; `"static"` for the static answer. */
+  readonly upstream: string
+  /** The provider (`gen_ai.provider.name`) of that upstream. */
+  readonly provider: string
+  /** Upstream calls made for this request (0 for a cache hit). */
+  readonly attempts: number
+  readonly cacheHit: boolean
+  /** Set when a step other than the primary answered (or the static answer): why the primary did not. */
+  readonly fallback: { readonly step: number; readonly reason: string; readonly reasonTag: ReasonTag } | undefined
+  readonly static: boolean
+}
+
+/**
+ * A complete answer.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Answer {
+  readonly response: ChatResponse
+  readonly meta: AnswerMeta
+}
+
+/**
+ * A streamed answer, available once its first chunk arrived (retries and fallback happen before).
+ * `chunks` replays that first chunk and continues; a failure after it is an `UpstreamError` in the
+ * stream (the caller must not pass a cut answer off as complete).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StreamAnswer {
+  readonly meta: AnswerMeta
+  readonly chunks: Stream.Stream<ChatChunk, UpstreamError>
+}
+
+/**
+ * The errors of a pipeline built from options `O`: Roadcar's own rate limit, and upstream failures
+ * unless a static answer is configured.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type ErrorOf<O extends Options> = RateLimitRejected | (O extends { readonly staticAnswer: string } ? never : UpstreamError)
+
+/**
+ * A pipeline.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Pipeline<E = RateLimitRejected | UpstreamError> {
+  /** The upstreams of the chain, in order. */
+  readonly upstreams: ReadonlyArray<Upstream>
+  readonly complete: (request: ChatRequest, options?: CallOptions) => Effect.Effect<Answer, E>
+  /** Opens a stream; the upstream connection lives in the caller's `Scope`. */
+  readonly stream: (request: ChatRequest, options?: CallOptions) => Effect.Effect<StreamAnswer, E, Scope.Scope>
+}
+
+// =============================================================================
+// Internals
+// =============================================================================
+
+// Mutable bookkeeping of one request, read by the log line and the monitor.
+interface RequestState {
+  readonly requestId: string
+  readonly model: string
+  readonly deadline: number
+  attempts: number
+  upstreamRateLimited: number
+  step: number
+  fallback: AnswerMeta["fallback"]
+}
+
+const defaultWhen = (tag: ReasonTag) => tag !== "BadRequest"
+
+const staticUpstream = "static"
+
+let requestCounter = 0
+const newRequestId = (): string => {
+  requestCounter = (requestCounter + 1) % Number.MAX_SAFE_INTEGER
+  return `req_${Date.now().toString(36)}${requestCounter.toString(36)}`
+}
+
+const staticResponse = (request: ChatRequest, content: string, now: number): ChatResponse => ({
+  id: `chatcmpl-static-${now.toString(36)}`,
+  object: "chat.completion",
+  created: Math.floor(now / 1000),
+  model: request.model,
+  choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }],
+  usage: makeUsage(0, 0)
+})
+
+// An opened upstream stream: its first chunks, and the rest, in a scope the caller closes.
+interface Opened {
+  readonly head: ReadonlyArray<ChatChunk>
+  readonly rest: Stream.Stream<ChatChunk, UpstreamError>
+}
+
+// =============================================================================
+// Constructor
+// =============================================================================
+
+/**
+ * Builds a pipeline from its options and the stage services in context.
+ *
+ * **Details**
+ *
+ * Needs `Breaker` and `Monitor`; uses `RateLimit` and `ResponseCache` when they are provided (leave
+ * them out to turn those stages off). The error type follows the options: with `staticAnswer`, no
+ * `UpstreamError` can reach the caller.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Layer } from "effect"
+ * import { Breaker, Monitor, Pipeline, Simulated } from "@roadcar/core"
+ *
+ * const program = Effect.gen(function*() {
+ *   const primary = yield* Simulated.make({ name: "primary" })
+ *   const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }], staticAnswer: "Please try again later." })
+ *   const answer = yield* pipeline.complete({ model: "chat", messages: [{ role: "user", content: "hi" }] })
+ *   return answer.meta.upstream
+ * })
+ * // pipeline: Pipeline<RateLimitRejected>, no UpstreamError
+ * Effect.runPromise(program.pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Breaker.layerMemory(), Monitor.layerNoop))))
+ * // => "primary"
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = <const O extends Options>(
+  options: O
+): Effect.Effect<Pipeline<ErrorOf<O>>, never, Breaker.Breaker | Monitor | Scope.Scope> =>
+  Effect.gen(function*() {
+    const breaker = yield* Breaker.Breaker
+    const monitor = yield* Monitor
+    const rateLimit = yield* Effect.serviceOption(RateLimit)
+    const cache = yield* Effect.serviceOption(ResponseCache)
+    const timeouts = { ...Timeouts.defaults, ...options.timeouts }
+    const attemptTimeout = Duration.fromInputUnsafe(timeouts.attempt)
+    const firstChunkTimeout = Duration.fromInputUnsafe(timeouts.firstChunk)
+    const chunkGapTimeout = Duration.fromInputUnsafe(timeouts.chunkGap)
+    const totalTimeout = Duration.fromInputUnsafe(timeouts.total)
+    const steps = options.steps.map((step) => ({
+      ...step,
+      retry: { ...Retry.defaults, ...options.retry, ...step.retry } satisfies Retry.Options
+    }))
+    const upstreamByName = new Map(steps.map((step) => [step.upstream.name, step.upstream]))
+
+    // Breaker transitions reach the log and the monitor.
+    yield* breaker.transitions.pipe(
+      Stream.runForEach((transition) => {
+        const upstream = Breaker.upstreamOf(transition.key)
+        if (!upstreamByName.has(upstream)) return Effect.void
+        const line = Effect.logWarning(`circuit ${transition.from} -> ${transition.to}`).pipe(
+          Effect.annotateLogs({ upstream, circuit: transition.to })
+        )
+        if (transition.to === "Open") return Effect.andThen(line, monitor.breakerOpened(upstream))
+        if (transition.to === "Closed") return Effect.andThen(line, monitor.breakerClosed(upstream))
+        return line
+      }),
+      Effect.forkScoped
+    )
+
+    // --- one attempt chain per step -------------------------------------------------------------
+
+    const onFailedAttempt = (state: RequestState, upstream: Upstream) => (error: UpstreamError) =>
+      Effect.sync(() => {
+        if (error.reason._tag === "RateLimited") state.upstreamRateLimited++
+      }).pipe(
+        Effect.andThen(Effect.logWarning(`attempt failed: ${error.reason.description}`)),
+        Effect.annotateLogs({
+          request_id: state.requestId,
+          upstream: upstream.name,
+          attempt: state.attempts,
+          reason: error.reason._tag
+        })
+      )
+
+    const withRetry = <A, R>(
+      state: RequestState,
+      step: (typeof steps)[number],
+      attempt: Effect.Effect<A, UpstreamError, R>
+    ): Effect.Effect<A, UpstreamError, R> =>
+      breaker.protect(
+        step.upstream.name,
+        attempt.pipe(
+          Effect.retry(
+            Retry.schedule(step.retry, {
+              deadline: state.deadline,
+              onRetry: (event) =>
+                Effect.logInfo(Retry.describe(event)).pipe(
+                  Effect.annotateLogs({ request_id: state.requestId, upstream: step.upstream.name })
+                )
+            })
+          )
+        )
+      )
+
+    const attemptBudget = (state: RequestState, limit: Duration.Duration) =>
+      Effect.map(Clock.currentTimeMillis, (now) => Duration.min(limit, Duration.millis(Math.max(0, state.deadline - now))))
+
+    const completeAttempt = (state: RequestState, upstream: Upstream, request: ChatRequest) =>
+      Effect.suspend(() => {
+        state.attempts++
+        return attemptBudget(state, attemptTimeout).pipe(
+          Effect.flatMap((budget) => Timeouts.limit(upstream.complete(request), upstream.name, "attempt", budget)),
+          Effect.tapError(onFailedAttempt(state, upstream)),
+          Effect.withSpan(`chat ${upstream.model}`, {
+            kind: "client",
+            attributes: {
+              "gen_ai.operation.name": "chat",
+              "gen_ai.provider.name": upstream.provider,
+              "gen_ai.request.model": upstream.model,
+              "roadcar.upstream": upstream.name,
+              "roadcar.attempt": state.attempts
+            }
+          })
+        )
+      })
+
+    const openAttempt = (state: RequestState, upstream: Upstream, request: ChatRequest, scope: Scope.Scope) =>
+      Effect.suspend(() => {
+        state.attempts++
+        return Effect.gen(function*() {
+          const attemptScope = yield* Scope.fork(scope)
+          const budget = yield* attemptBudget(state, firstChunkTimeout)
+          const pull = yield* Stream.toPull(upstream.stream(request)).pipe(Scope.provide(attemptScope))
+          const head = yield* pull.pipe(
+            Effect.catchCause((cause) =>
+              Cause.isDone(cause) || cause.reasons.some((reason) => reason._tag === "Fail" && Cause.isDone(reason.error))
+                ? Effect.fail(
+                  new UpstreamError({
+                    upstream: upstream.name,
+                    reason: new MalformedOutput({ detail: "stream ended before its first chunk" })
+                  })
+                )
+                : Effect.failCause(cause as Cause.Cause<UpstreamError>)
+            ),
+            (first) => Timeouts.limit(first, upstream.name, "first-chunk", budget),
+            Effect.onError(() => Scope.close(attemptScope, Exit.void))
+          )
+          const gap = chunkGapTimeout
+          const rest = Stream.fromPull(
+            Effect.succeed(
+              Effect.timeoutOrElse(pull, {
+                duration: gap,
+                orElse: () =>
+                  Effect.fail(new UpstreamError({ upstream: upstream.name, reason: new TimedOut({ phase: "chunk-gap", after: gap }) }))
+              })
+            )
+          ).pipe(Stream.ensuring(Scope.close(attemptScope, Exit.void)))
+          return { head, rest } satisfies Opened
+        }).pipe(Effect.tapError(onFailedAttempt(state, upstream)))
+      })
+
+    // Runs the chain: step 1, then each later step whose condition matches the previous failure.
+    const runChain = <A>(
+      state: RequestState,
+      request: ChatRequest,
+      attempt: (upstream: Upstream, request: ChatRequest) => Effect.Effect<A, UpstreamError>
+    ): Effect.Effect<{ readonly value: A; readonly upstream: Upstream }, UpstreamError> => {
+      const runStep = (index: number): Effect.Effect<{ readonly value: A; readonly upstream: Upstream }, UpstreamError> => {
+        const step = steps[index]!
+        const upstreamRequest = request
+        return withRetry(state, step, attempt(step.upstream, upstreamRequest)).pipe(
+          Effect.map((value) => ({ value, upstream: step.upstream })),
+          Effect.catch((error) => {
+            for (let next = index + 1; next < steps.length; next++) {
+              const candidate = steps[next]!
+              const enters = candidate.when ? candidate.when.includes(error.reason._tag) : defaultWhen(error.reason._tag)
+              if (!enters) continue
+              return Effect.suspend(() => {
+                state.step = next
+                if (state.fallback === undefined) {
+                  state.fallback = { step: next, reason: error.reason.description, reasonTag: error.reason._tag }
+                }
+                return Effect.logWarning(`fallback to ${candidate.upstream.name}: ${error.message}`).pipe(
+                  Effect.annotateLogs({ request_id: state.requestId }),
+                  Effect.andThen(runStep(next))
+                )
+              })
+            }
+            return Effect.fail(error)
+          })
+        )
+      }
+      return Effect.flatMap(Clock.currentTimeMillis, (now) =>
+        Timeouts.limit(runStep(0), "pipeline", "deadline", Duration.millis(Math.max(0, state.deadline - now))))
+    }
+
+    // --- observation ----------------------------------------------------------------------------
+
+    const finish = (
+      state: RequestState,
+      started: number,
+      identity: Identity,
+      reservation: Reservation | undefined,
+      exit: Exit.Exit<{ meta: AnswerMeta; usage: Usage | undefined }, unknown>
+    ) =>
+      Effect.gen(function*() {
+        const now = yield* Clock.currentTimeMillis
+        const latencyMs = now - started
+        const success = Exit.isSuccess(exit) ? exit.value : undefined
+        const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
+        const rejected = error !== undefined && (error as { _tag?: string })._tag === "RateLimitRejected"
+        const outcome = success
+          ? success.meta.static ? "static" : success.meta.fallback ? "fallback" : "success"
+          : rejected ? "rejected" : "error"
+        if (reservation && rateLimit._tag === "Some") yield* rateLimit.value.settle(reservation, success?.usage)
+        const span = yield* Effect.option(Effect.currentSpan)
+        yield* monitor.requestFinished({
+          requestId: state.requestId,
+          model: state.model,
+          upstream: success?.meta.upstream,
+          outcome,
+          latencyMs,
+          upstreamRateLimited: state.upstreamRateLimited,
+          traceId: Option.isSome(span) ? span.value.traceId : undefined
+        })
+        const annotations = {
+          request_id: state.requestId,
+          key: identity.key ?? null,
+          model: state.model,
+          upstream: success?.meta.upstream ?? null,
+          answered_model: null as string | null,
+          status: outcome,
+          latency_ms: latencyMs,
+          attempts: state.attempts,
+          cache_hit: success?.meta.cacheHit ?? false,
+          fallback: state.fallback !== undefined,
+          fallback_reason: state.fallback?.reason ?? null,
+          input_tokens: success?.usage?.prompt_tokens ?? 0,
+          output_tokens: success?.usage?.completion_tokens ?? 0,
+          error: error instanceof Error ? error.message : error === undefined ? null : String(error)
+        }
+        const line = outcome === "error" || outcome === "rejected" ? Effect.logWarning("request") : Effect.logInfo("request")
+        yield* line.pipe(Effect.annotateLogs(annotations))
+      })
+
+    const begin = (request: ChatRequest, options: CallOptions | undefined) =>
+      Effect.gen(function*() {
+        const started = yield* Clock.currentTimeMillis
+        const state: RequestState = {
+          requestId: options?.requestId ?? newRequestId(),
+          model: request.model,
+          deadline: started + Duration.toMillis(totalTimeout),
+          attempts: 0,
+          upstreamRateLimited: 0,
+          step: 0,
+          fallback: undefined
+        }
+        yield* monitor.requestStarted(state.requestId, state.model)
+        return { state, started, identity: { key: options?.key, user: options?.user } satisfies Identity }
+      })
+
+    const admit = (request: ChatRequest, identity: Identity) =>
+      rateLimit._tag === "Some"
+        ? Effect.map(rateLimit.value.admit(request, identity).pipe(Effect.withSpan("roadcar.rate_limit")), Option.some)
+        : Effect.succeed(Option.none<Reservation>())
+
+    const metaOf = (state: RequestState, upstream: Upstream | undefined, cacheHit: boolean): AnswerMeta => ({
+      requestId: state.requestId,
+      model: state.model,
+      upstream: upstream?.name ?? staticUpstream,
+      provider: upstream?.provider ?? "roadcar.static",
+      attempts: state.attempts,
+      cacheHit,
+      fallback: state.fallback,
+      static: upstream === undefined
+    })
+
+    const staticFallback = <A>(state: RequestState, request: ChatRequest, onStatic: (response: ChatResponse) => A) =>
+      (error: UpstreamError): Effect.Effect<A, UpstreamError> => {
+        const content = options.staticAnswer
+        if (content === undefined) return Effect.fail(error)
+        return Effect.gen(function*() {
+          if (state.fallback === undefined) {
+            state.fallback = { step: steps.length, reason: error.reason.description, reasonTag: error.reason._tag }
+          }
+          yield* Effect.logWarning(`static answer: ${error.message}`).pipe(Effect.annotateLogs({ request_id: state.requestId }))
+          return onStatic(staticResponse(request, content, yield* Clock.currentTimeMillis))
+        })
+      }
+
+    // --- complete -------------------------------------------------------------------------------
+
+    const complete = (request: ChatRequest, callOptions?: CallOptions): Effect.Effect<Answer, ErrorOf<O>> =>
+      Effect.gen(function*() {
+        const { state, started, identity } = yield* begin(request, callOptions)
+        let reservation: Reservation | undefined
+        const run = Effect.gen(function*() {
+          reservation = Option.getOrUndefined(yield* admit(request, identity))
+          const compute = runChain(state, request, (upstream, upstreamRequest) =>
+            completeAttempt(state, upstream, upstreamRequest)).pipe(
+              Effect.map(({ upstream, value }) => ({ response: value, upstream: upstream.name, cacheable: true }))
+            )
+          const looked = cache._tag === "Some"
+            ? yield* cache.value.lookup(request, compute).pipe(Effect.withSpan("roadcar.cache"))
+            : { entry: yield* compute, hit: false }
+          const upstream = upstreamByName.get(looked.entry.upstream)
+          return { response: looked.entry.response, meta: metaOf(state, upstream, looked.hit) } satisfies Answer
+        }).pipe(
+          Effect.catchTag(
+            "UpstreamError",
+            staticFallback(state, request, (response): Answer => ({ response, meta: metaOf(state, undefined, false) }))
+          )
+        )
+        return yield* run.pipe(
+          Effect.onExit((exit) =>
+            finish(
+              state,
+              started,
+              identity,
+              reservation,
+              Exit.map(exit, (answer) => ({ meta: answer.meta, usage: answer.meta.cacheHit ? undefined : answer.response.usage }))
+            )
+          )
+        )
+      }).pipe(Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } })) as Effect.Effect<
+        Answer,
+        ErrorOf<O>
+      >
+
+    // --- stream ---------------------------------------------------------------------------------
+
+    const stream = (request: ChatRequest, callOptions?: CallOptions): Effect.Effect<StreamAnswer, ErrorOf<O>, Scope.Scope> =>
+      Effect.gen(function*() {
+        const scope = yield* Effect.scope
+        const { state, started, identity } = yield* begin(request, callOptions)
+        let reservation: Reservation | undefined
+        let finished = false
+        const finishOnce = (exit: Exit.Exit<{ meta: AnswerMeta; usage: Usage | undefined }, unknown>) =>
+          Effect.suspend(() => {
+            if (finished) return Effect.void
+            finished = true
+            return finish(state, started, identity, reservation, exit)
+          })
+        const opened = Effect.gen(function*() {
+          reservation = Option.getOrUndefined(yield* admit(request, identity))
+          if (cache._tag === "Some") {
+            const hit = yield* cache.value.peek(request)
+            if (Option.isSome(hit)) {
+              return {
+                meta: metaOf(state, upstreamByName.get(hit.value.upstream), true),
+                chunks: Stream.fromIterable(responseToChunks(hit.value.response))
+              }
+            }
+          }
+          const { upstream, value } = yield* runChain(state, request, (upstream, upstreamRequest) =>
+            openAttempt(state, upstream, upstreamRequest, scope))
+          const meta = metaOf(state, upstream, false)
+          const seen: Array<ChatChunk> = [...value.head]
+          const chunks = Stream.concat(
+            Stream.fromIterable(value.head),
+            value.rest.pipe(Stream.tap((chunk) => Effect.sync(() => seen.push(chunk))))
+          ).pipe(
+            Stream.onExit((exit) => {
+              const response = assembleChunks(seen)
+              return Effect.andThen(
+                Exit.isSuccess(exit) && cache._tag === "Some"
+                  ? cache.value.store(request, { response, upstream: upstream.name, cacheable: true })
+                  : Effect.void,
+                finishOnce(Exit.map(exit, () => ({ meta, usage: response.usage })))
+              )
+            })
+          )
+          return { meta, chunks } satisfies StreamAnswer
+        }).pipe(
+          Effect.catchTag(
+            "UpstreamError",
+            staticFallback(state, request, (response): StreamAnswer => ({
+              meta: metaOf(state, undefined, false),
+              chunks: Stream.fromIterable(responseToChunks(response))
+            }))
+          ),
+          Effect.onExit((exit) =>
+            Exit.isFailure(exit)
+              ? finishOnce(exit as Exit.Exit<never, unknown>)
+              : exit.value.meta.cacheHit || exit.value.meta.static
+              ? finishOnce(Exit.succeed({ meta: exit.value.meta, usage: undefined }))
+              : Effect.void
+          )
+        )
+        return yield* opened
+      }).pipe(Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } })) as Effect.Effect<
+        StreamAnswer,
+        ErrorOf<O>,
+        Scope.Scope
+      >
+
+    return { upstreams: steps.map((step) => step.upstream), complete, stream } satisfies Pipeline<ErrorOf<O>>
+  })
+
+// =============================================================================
+// Service
+// =============================================================================
+
+/**
+ * The pipeline as a service, for programs and the gateway.
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class PipelineService extends Context.Service<PipelineService, Pipeline>()("@roadcar/core/Pipeline") {}
+
+/**
+ * A pipeline layer from options (needs the stage services, see `make`).
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer = (options: Options): Layer.Layer<PipelineService, never, Breaker.Breaker | Monitor> =>
+  Layer.effect(PipelineService, make(options as Options))
