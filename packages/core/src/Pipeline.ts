@@ -275,6 +275,7 @@ export const make = <const O extends Options>(
       }),
       Effect.forkScoped
     )
+    yield* Effect.yieldNow // the subscriber is subscribed before any call can open a circuit
 
     // --- one attempt chain per step -------------------------------------------------------------
 

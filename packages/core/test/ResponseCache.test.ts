@@ -1,0 +1,99 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Effect, Schema } from "effect"
+import { TestClock } from "effect/testing"
+import { type ChatCompletion, ResponseCache } from "@roadcar/core"
+import { request, response } from "./utils/Scripted.ts"
+
+const key = ResponseCache.canonicalKey
+const entry = (text: string): ResponseCache.Entry => ({ response: response("m", text), upstream: "m", cacheable: true })
+
+describe("ResponseCache", () => {
+  describe("canonicalKey", () => {
+    it.prop(
+      "ignores what does not shape the answer",
+      { content: Schema.String, user: Schema.String, pad: Schema.Literals(["", " ", "\n", "\t "]) },
+      ({ content, user, pad }) => {
+        const plain = request(content)
+        const noisy: ChatCompletion.ChatRequest = {
+          stream: true,
+          stream_options: { include_usage: true },
+          user,
+          metadata: { trace: user },
+          messages: [{ content: `${pad}${content}${pad}`, role: "user" }],
+          model: "chat",
+          n: 1
+        }
+        assert.strictEqual(key(noisy), key(plain))
+      }
+    )
+
+    it.prop(
+      "distinguishes everything that shapes the answer",
+      {
+        content: Schema.String,
+        field: Schema.Literals(["model", "temperature", "top_p", "seed", "max_tokens", "stop", "tools", "tool_choice", "response_format", "system", "presence_penalty"])
+      },
+      ({ content, field }) => {
+        const base = request(content)
+        const changes: Record<typeof field, ChatCompletion.ChatRequest> = {
+          model: { ...base, model: "other" },
+          temperature: { ...base, temperature: 0.7 },
+          top_p: { ...base, top_p: 0.5 },
+          seed: { ...base, seed: 42 },
+          max_tokens: { ...base, max_tokens: 10 },
+          stop: { ...base, stop: ["\n"] },
+          tools: { ...base, tools: [{ type: "function", function: { name: "f" } }] },
+          tool_choice: { ...base, tool_choice: "required" },
+          response_format: { ...base, response_format: { type: "json_object" } },
+          system: { ...base, messages: [{ role: "system", content: "be brief" }, ...base.messages] },
+          presence_penalty: { ...base, presence_penalty: 1 }
+        }
+        assert.notStrictEqual(key(changes[field]), key(base))
+      }
+    )
+
+    it("treats max_completion_tokens as max_tokens and orders object keys", () => {
+      assert.strictEqual(key(request("a", { max_tokens: 5 })), key(request("a", { max_completion_tokens: 5 })))
+      assert.strictEqual(
+        key(request("a", { response_format: { type: "json_schema", json_schema: { name: "x", strict: true } } })),
+        key(request("a", { response_format: { json_schema: { strict: true, name: "x" }, type: "json_schema" } }))
+      )
+    })
+  })
+
+  it.effect("expires entries after the time to live", () =>
+    Effect.gen(function*() {
+      const cache = yield* ResponseCache.ResponseCache
+      let computed = 0
+      const compute = Effect.sync(() => {
+        computed++
+        return entry(`v${computed}`)
+      })
+      assert.isFalse((yield* cache.lookup(request(), compute)).hit)
+      assert.isTrue((yield* cache.lookup(request(), compute)).hit)
+      yield* TestClock.adjust("61 seconds")
+      const again = yield* cache.lookup(request(), compute)
+      assert.isFalse(again.hit)
+      assert.strictEqual(again.entry.response.choices[0]?.message.content, "v2")
+    }).pipe(Effect.provide(ResponseCache.layer({ capacity: 10, timeToLive: "1 minute" }))))
+
+  it.effect("keeps at most `capacity` entries, dropping the least recently used", () =>
+    Effect.gen(function*() {
+      const cache = yield* ResponseCache.ResponseCache
+      for (const text of ["a", "b", "c"]) yield* cache.lookup(request(text), Effect.succeed(entry(text)))
+      yield* cache.lookup(request("a"), Effect.succeed(entry("a"))) // touch a
+      yield* cache.lookup(request("d"), Effect.succeed(entry("d")))
+      assert.strictEqual(yield* cache.size, 3)
+      assert.isTrue((yield* cache.lookup(request("a"), Effect.succeed(entry("a2")))).hit)
+      assert.isFalse((yield* cache.lookup(request("b"), Effect.succeed(entry("b2")))).hit)
+    }).pipe(Effect.provide(ResponseCache.layer({ capacity: 3, timeToLive: "1 hour" }))))
+
+  it.effect("does not keep failures or uncacheable entries", () =>
+    Effect.gen(function*() {
+      const cache = yield* ResponseCache.ResponseCache
+      yield* Effect.flip(cache.lookup(request(), Effect.fail("boom")))
+      yield* cache.lookup(request(), Effect.succeed({ ...entry("static"), cacheable: false }))
+      assert.isFalse((yield* cache.lookup(request(), Effect.succeed(entry("real")))).hit)
+      assert.isTrue((yield* cache.lookup(request(), Effect.succeed(entry("other")))).hit)
+    }).pipe(Effect.provide(ResponseCache.layer())))
+})
