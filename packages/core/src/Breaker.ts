@@ -30,7 +30,9 @@ export interface Options {
   /** Open after this many failures in a row (default 5). */
   readonly consecutiveFailures: number
   /** Or open when the failure rate over the last `rateWindow` calls reaches this (0..1; default off). */
-  readonly failureRate?: { readonly threshold: number; readonly window: number; readonly minimumCalls: number } | undefined
+  readonly failureRate?:
+    | { readonly threshold: number; readonly window: number; readonly minimumCalls: number }
+    | undefined
   /** How long the circuit stays open before one probe is let through (default 30s, doubling to 5 minutes). */
   readonly openDuration: Duration.Input
   readonly maxOpenDuration: Duration.Input
@@ -116,16 +118,16 @@ const classify = <A>(exit: Exit.Exit<A, UpstreamError>): CircuitBreaker.Outcome 
  * @category constructors
  * @since 0.1.0
  */
-export const make = Effect.fnUntraced(function*(options: Options) {
+export const make = Effect.fnUntraced(function* (options: Options) {
   const openDuration = Duration.fromInputUnsafe(options.openDuration)
   const maxOpenDuration = Duration.fromInputUnsafe(options.maxOpenDuration)
   const breaker = yield* CircuitBreaker.make({
     tripPolicy: options.failureRate
       ? CircuitBreaker.rate({
-        threshold: options.failureRate.threshold,
-        size: options.failureRate.window,
-        minimumCalls: options.failureRate.minimumCalls
-      })
+          threshold: options.failureRate.threshold,
+          size: options.failureRate.window,
+          minimumCalls: options.failureRate.minimumCalls
+        })
       : CircuitBreaker.consecutive(options.consecutiveFailures),
     openDuration: Schedule.exponential(openDuration).pipe(
       Schedule.modifyDelay(({ duration }) => Effect.succeed(Duration.min(duration, maxOpenDuration)))
@@ -149,9 +151,9 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   return Breaker.of({
     protect,
     state: (upstream) =>
-      breaker.state(key(upstream)).pipe(
-        Effect.catch(() => Effect.succeed<CircuitBreaker.State>({ _tag: "Closed", key: key(upstream) }))
-      ),
+      breaker
+        .state(key(upstream))
+        .pipe(Effect.catch(() => Effect.succeed<CircuitBreaker.State>({ _tag: "Closed", key: key(upstream) }))),
     transitions: breaker.transitions
   })
 })

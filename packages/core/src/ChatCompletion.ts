@@ -336,9 +336,10 @@ export const assembleChunks = (chunks: ReadonlyArray<ChatChunk>, fallbackUsage?:
     choices: [
       {
         index: 0,
-        message: toolCalls.length > 0
-          ? { role: "assistant", content: content.length > 0 ? content : null, tool_calls: toolCalls }
-          : { role: "assistant", content },
+        message:
+          toolCalls.length > 0
+            ? { role: "assistant", content: content.length > 0 ? content : null, tool_calls: toolCalls }
+            : { role: "assistant", content },
         finish_reason: finish
       }
     ],
@@ -358,7 +359,11 @@ export const responseToChunks = (response: ChatResponse): Array<ChatChunk> => {
   const choice = response.choices[0]
   const content = choice?.message.content ?? ""
   const chunks: Array<ChatChunk> = [
-    { ...base, model: response.model, choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }] }
+    {
+      ...base,
+      model: response.model,
+      choices: [{ index: 0, delta: { role: "assistant", content: "" }, finish_reason: null }]
+    }
   ]
   if (content.length > 0) {
     chunks.push({ ...base, model: response.model, choices: [{ index: 0, delta: { content }, finish_reason: null }] })

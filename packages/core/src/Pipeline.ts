@@ -33,12 +33,12 @@ import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Breaker from "./Breaker.ts"
 import {
+  assembleChunks,
   type ChatChunk,
   type ChatRequest,
   type ChatResponse,
-  assembleChunks,
-  responseToChunks,
   usage as makeUsage,
+  responseToChunks,
   type Usage
 } from "./ChatCompletion.ts"
 import { Monitor } from "./Monitor.ts"
@@ -154,7 +154,9 @@ export interface StreamAnswer {
  * @category models
  * @since 0.1.0
  */
-export type ErrorOf<O extends Options> = RateLimitRejected | (O extends { readonly staticAnswer: string } ? never : UpstreamError)
+export type ErrorOf<O extends Options> =
+  | RateLimitRejected
+  | (O extends { readonly staticAnswer: string } ? never : UpstreamError)
 
 /**
  * A pipeline.
@@ -245,7 +247,7 @@ interface Opened {
 export const make = <const O extends Options>(
   options: O
 ): Effect.Effect<Pipeline<ErrorOf<O>>, never, Breaker.Breaker | Monitor | Scope.Scope> =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const breaker = yield* Breaker.Breaker
     const monitor = yield* Monitor
     const rateLimit = yield* Effect.serviceOption(RateLimit)
@@ -313,7 +315,9 @@ export const make = <const O extends Options>(
       )
 
     const attemptBudget = (state: RequestState, limit: Duration.Duration) =>
-      Effect.map(Clock.currentTimeMillis, (now) => Duration.min(limit, Duration.millis(Math.max(0, state.deadline - now))))
+      Effect.map(Clock.currentTimeMillis, (now) =>
+        Duration.min(limit, Duration.millis(Math.max(0, state.deadline - now)))
+      )
 
     const completeAttempt = (state: RequestState, upstream: Upstream, request: ChatRequest) =>
       Effect.suspend(() => {
@@ -337,19 +341,20 @@ export const make = <const O extends Options>(
     const openAttempt = (state: RequestState, upstream: Upstream, request: ChatRequest, scope: Scope.Scope) =>
       Effect.suspend(() => {
         state.attempts++
-        return Effect.gen(function*() {
+        return Effect.gen(function* () {
           const attemptScope = yield* Scope.fork(scope)
           const budget = yield* attemptBudget(state, firstChunkTimeout)
           const pull = yield* Stream.toPull(upstream.stream(request)).pipe(Scope.provide(attemptScope))
           const head = yield* pull.pipe(
             Effect.catchCause((cause) =>
-              Cause.isDone(cause) || cause.reasons.some((reason) => reason._tag === "Fail" && Cause.isDone(reason.error))
+              Cause.isDone(cause) ||
+              cause.reasons.some((reason) => reason._tag === "Fail" && Cause.isDone(reason.error))
                 ? Effect.fail(
-                  new UpstreamError({
-                    upstream: upstream.name,
-                    reason: new MalformedOutput({ detail: "stream ended before its first chunk" })
-                  })
-                )
+                    new UpstreamError({
+                      upstream: upstream.name,
+                      reason: new MalformedOutput({ detail: "stream ended before its first chunk" })
+                    })
+                  )
                 : Effect.failCause(cause as Cause.Cause<UpstreamError>)
             ),
             (first) => Timeouts.limit(first, upstream.name, "first-chunk", budget),
@@ -361,7 +366,12 @@ export const make = <const O extends Options>(
               Effect.timeoutOrElse(pull, {
                 duration: gap,
                 orElse: () =>
-                  Effect.fail(new UpstreamError({ upstream: upstream.name, reason: new TimedOut({ phase: "chunk-gap", after: gap }) }))
+                  Effect.fail(
+                    new UpstreamError({
+                      upstream: upstream.name,
+                      reason: new TimedOut({ phase: "chunk-gap", after: gap })
+                    })
+                  )
               })
             )
           ).pipe(Stream.ensuring(Scope.close(attemptScope, Exit.void)))
@@ -375,7 +385,9 @@ export const make = <const O extends Options>(
       request: ChatRequest,
       attempt: (upstream: Upstream, request: ChatRequest) => Effect.Effect<A, UpstreamError>
     ): Effect.Effect<{ readonly value: A; readonly upstream: Upstream }, UpstreamError> => {
-      const runStep = (index: number): Effect.Effect<{ readonly value: A; readonly upstream: Upstream }, UpstreamError> => {
+      const runStep = (
+        index: number
+      ): Effect.Effect<{ readonly value: A; readonly upstream: Upstream }, UpstreamError> => {
         const step = steps[index]!
         const upstreamRequest = request
         return withRetry(state, step, attempt(step.upstream, upstreamRequest)).pipe(
@@ -383,7 +395,9 @@ export const make = <const O extends Options>(
           Effect.catch((error) => {
             for (let next = index + 1; next < steps.length; next++) {
               const candidate = steps[next]!
-              const enters = candidate.when ? candidate.when.includes(error.reason._tag) : defaultWhen(error.reason._tag)
+              const enters = candidate.when
+                ? candidate.when.includes(error.reason._tag)
+                : defaultWhen(error.reason._tag)
               if (!enters) continue
               return Effect.suspend(() => {
                 state.step = next
@@ -401,7 +415,8 @@ export const make = <const O extends Options>(
         )
       }
       return Effect.flatMap(Clock.currentTimeMillis, (now) =>
-        Timeouts.limit(runStep(0), "pipeline", "deadline", Duration.millis(Math.max(0, state.deadline - now))))
+        Timeouts.limit(runStep(0), "pipeline", "deadline", Duration.millis(Math.max(0, state.deadline - now)))
+      )
     }
 
     // --- observation ----------------------------------------------------------------------------
@@ -413,15 +428,21 @@ export const make = <const O extends Options>(
       reservation: Reservation | undefined,
       exit: Exit.Exit<{ meta: AnswerMeta; usage: Usage | undefined }, unknown>
     ) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
         const latencyMs = now - started
         const success = Exit.isSuccess(exit) ? exit.value : undefined
         const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
         const rejected = error !== undefined && (error as { _tag?: string })._tag === "RateLimitRejected"
         const outcome = success
-          ? success.meta.static ? "static" : success.meta.fallback ? "fallback" : "success"
-          : rejected ? "rejected" : "error"
+          ? success.meta.static
+            ? "static"
+            : success.meta.fallback
+              ? "fallback"
+              : "success"
+          : rejected
+            ? "rejected"
+            : "error"
         if (reservation && rateLimit._tag === "Some") yield* rateLimit.value.settle(reservation, success?.usage)
         const span = yield* Effect.option(Effect.currentSpan)
         yield* monitor.requestFinished({
@@ -449,12 +470,13 @@ export const make = <const O extends Options>(
           output_tokens: success?.usage?.completion_tokens ?? 0,
           error: error instanceof Error ? error.message : error === undefined ? null : String(error)
         }
-        const line = outcome === "error" || outcome === "rejected" ? Effect.logWarning("request") : Effect.logInfo("request")
+        const line =
+          outcome === "error" || outcome === "rejected" ? Effect.logWarning("request") : Effect.logInfo("request")
         yield* line.pipe(Effect.annotateLogs(annotations))
       })
 
     const begin = (request: ChatRequest, options: CallOptions | undefined) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const started = yield* Clock.currentTimeMillis
         const state: RequestState = {
           requestId: options?.requestId ?? newRequestId(),
@@ -485,15 +507,18 @@ export const make = <const O extends Options>(
       static: upstream === undefined
     })
 
-    const staticFallback = <A>(state: RequestState, request: ChatRequest, onStatic: (response: ChatResponse) => A) =>
+    const staticFallback =
+      <A>(state: RequestState, request: ChatRequest, onStatic: (response: ChatResponse) => A) =>
       (error: UpstreamError): Effect.Effect<A, UpstreamError> => {
         const content = options.staticAnswer
         if (content === undefined) return Effect.fail(error)
-        return Effect.gen(function*() {
+        return Effect.gen(function* () {
           if (state.fallback === undefined) {
             state.fallback = { step: steps.length, reason: error.reason.description, reasonTag: error.reason._tag }
           }
-          yield* Effect.logWarning(`static answer: ${error.message}`).pipe(Effect.annotateLogs({ request_id: state.requestId }))
+          yield* Effect.logWarning(`static answer: ${error.message}`).pipe(
+            Effect.annotateLogs({ request_id: state.requestId })
+          )
           return onStatic(staticResponse(request, content, yield* Clock.currentTimeMillis))
         })
       }
@@ -501,18 +526,18 @@ export const make = <const O extends Options>(
     // --- complete -------------------------------------------------------------------------------
 
     const complete = (request: ChatRequest, callOptions?: CallOptions): Effect.Effect<Answer, ErrorOf<O>> =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const { state, started, identity } = yield* begin(request, callOptions)
         let reservation: Reservation | undefined
-        const run = Effect.gen(function*() {
+        const run = Effect.gen(function* () {
           reservation = Option.getOrUndefined(yield* admit(request, identity))
           const compute = runChain(state, request, (upstream, upstreamRequest) =>
-            completeAttempt(state, upstream, upstreamRequest)).pipe(
-              Effect.map(({ upstream, value }) => ({ response: value, upstream: upstream.name, cacheable: true }))
-            )
-          const looked = cache._tag === "Some"
-            ? yield* cache.value.lookup(request, compute).pipe(Effect.withSpan("roadcar.cache"))
-            : { entry: yield* compute, hit: false }
+            completeAttempt(state, upstream, upstreamRequest)
+          ).pipe(Effect.map(({ upstream, value }) => ({ response: value, upstream: upstream.name, cacheable: true })))
+          const looked =
+            cache._tag === "Some"
+              ? yield* cache.value.lookup(request, compute).pipe(Effect.withSpan("roadcar.cache"))
+              : { entry: yield* compute, hit: false }
           const upstream = upstreamByName.get(looked.entry.upstream)
           return { response: looked.entry.response, meta: metaOf(state, upstream, looked.hit) } satisfies Answer
         }).pipe(
@@ -528,19 +553,24 @@ export const make = <const O extends Options>(
               started,
               identity,
               reservation,
-              Exit.map(exit, (answer) => ({ meta: answer.meta, usage: answer.meta.cacheHit ? undefined : answer.response.usage }))
+              Exit.map(exit, (answer) => ({
+                meta: answer.meta,
+                usage: answer.meta.cacheHit ? undefined : answer.response.usage
+              }))
             )
           )
         )
-      }).pipe(Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } })) as Effect.Effect<
-        Answer,
-        ErrorOf<O>
-      >
+      }).pipe(
+        Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } })
+      ) as Effect.Effect<Answer, ErrorOf<O>>
 
     // --- stream ---------------------------------------------------------------------------------
 
-    const stream = (request: ChatRequest, callOptions?: CallOptions): Effect.Effect<StreamAnswer, ErrorOf<O>, Scope.Scope> =>
-      Effect.gen(function*() {
+    const stream = (
+      request: ChatRequest,
+      callOptions?: CallOptions
+    ): Effect.Effect<StreamAnswer, ErrorOf<O>, Scope.Scope> =>
+      Effect.gen(function* () {
         const scope = yield* Effect.scope
         const { state, started, identity } = yield* begin(request, callOptions)
         let reservation: Reservation | undefined
@@ -551,7 +581,7 @@ export const make = <const O extends Options>(
             finished = true
             return finish(state, started, identity, reservation, exit)
           })
-        const opened = Effect.gen(function*() {
+        const opened = Effect.gen(function* () {
           reservation = Option.getOrUndefined(yield* admit(request, identity))
           if (cache._tag === "Some") {
             const hit = yield* cache.value.peek(request)
@@ -563,7 +593,8 @@ export const make = <const O extends Options>(
             }
           }
           const { upstream, value } = yield* runChain(state, request, (upstream, upstreamRequest) =>
-            openAttempt(state, upstream, upstreamRequest, scope))
+            openAttempt(state, upstream, upstreamRequest, scope)
+          )
           const meta = metaOf(state, upstream, false)
           const seen: Array<ChatChunk> = [...value.head]
           const chunks = Stream.concat(
@@ -584,25 +615,27 @@ export const make = <const O extends Options>(
         }).pipe(
           Effect.catchTag(
             "UpstreamError",
-            staticFallback(state, request, (response): StreamAnswer => ({
-              meta: metaOf(state, undefined, false),
-              chunks: Stream.fromIterable(responseToChunks(response))
-            }))
+            staticFallback(
+              state,
+              request,
+              (response): StreamAnswer => ({
+                meta: metaOf(state, undefined, false),
+                chunks: Stream.fromIterable(responseToChunks(response))
+              })
+            )
           ),
           Effect.onExit((exit) =>
             Exit.isFailure(exit)
               ? finishOnce(exit as Exit.Exit<never, unknown>)
               : exit.value.meta.cacheHit || exit.value.meta.static
-              ? finishOnce(Exit.succeed({ meta: exit.value.meta, usage: undefined }))
-              : Effect.void
+                ? finishOnce(Exit.succeed({ meta: exit.value.meta, usage: undefined }))
+                : Effect.void
           )
         )
         return yield* opened
-      }).pipe(Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } })) as Effect.Effect<
-        StreamAnswer,
-        ErrorOf<O>,
-        Scope.Scope
-      >
+      }).pipe(
+        Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } })
+      ) as Effect.Effect<StreamAnswer, ErrorOf<O>, Scope.Scope>
 
     return { upstreams: steps.map((step) => step.upstream), complete, stream } satisfies Pipeline<ErrorOf<O>>
   })

@@ -152,7 +152,7 @@ export const estimateTokens = (request: ChatRequest, defaultMaxTokens = 1024): n
  * @category constructors
  * @since 0.1.0
  */
-export const make = Effect.fnUntraced(function*(options: Options) {
+export const make = Effect.fnUntraced(function* (options: Options) {
   const limiter = yield* RateLimiter.RateLimiter
   const maxWait = Duration.fromInputUnsafe(options.maxWait ?? "10 seconds")
   const mode = options.onExceeded === "wait" ? "delay" : "fail"
@@ -177,7 +177,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
       Effect.catchTag("RateLimiterError", (error) => {
         const reason = error.reason
         // A store that cannot answer does not stop traffic (fail open); the Redis layers choose their own policy.
-        if (reason._tag === "RateLimitStoreError") return Effect.logWarning("rate limit store unavailable", reason.message)
+        if (reason._tag === "RateLimitStoreError")
+          return Effect.logWarning("rate limit store unavailable", reason.message)
         return Effect.fail(new RateLimitRejected({ limit: label, subject, retryAfter: reason.retryAfter }))
       })
     )
@@ -198,7 +199,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           const key = `${prefix}:requests`
           steps.push(
             Effect.tap(take(key, requests, 1, `requests per ${rule.by}`, subject), () =>
-              Effect.sync(() => taken.push({ key, limit: requests, tokens: 1 })))
+              Effect.sync(() => taken.push({ key, limit: requests, tokens: 1 }))
+            )
           )
         }
         const tokens = rule.tokens
@@ -207,7 +209,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
           tokenKeys.push({ key, limit: tokens })
           steps.push(
             Effect.tap(take(key, tokens, estimatedTokens, `tokens per ${rule.by}`, subject), () =>
-              Effect.sync(() => taken.push({ key, limit: tokens, tokens: estimatedTokens })))
+              Effect.sync(() => taken.push({ key, limit: tokens, tokens: estimatedTokens }))
+            )
           )
         }
       }
@@ -225,7 +228,8 @@ export const make = Effect.fnUntraced(function*(options: Options) {
         const delta = (usage?.total_tokens ?? 0) - reservation.estimatedTokens
         if (delta < 0) return giveBack(key, limit, -delta)
         if (delta === 0) return Effect.void
-        return limiter.consume({ key, limit: limit.limit, window: limit.window, tokens: delta, onExceeded: "delay" })
+        return limiter
+          .consume({ key, limit: limit.limit, window: limit.window, tokens: delta, onExceeded: "delay" })
           .pipe(Effect.ignore)
       },
       { discard: true }

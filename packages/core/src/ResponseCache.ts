@@ -19,7 +19,7 @@ import * as Equal from "effect/Equal"
 import * as Exit from "effect/Exit"
 import * as Hash from "effect/Hash"
 import * as Layer from "effect/Layer"
-import * as Option from "effect/Option"
+import type * as Option from "effect/Option"
 import type { ChatMessage, ChatRequest, ChatResponse } from "./ChatCompletion.ts"
 
 /**
@@ -164,7 +164,7 @@ export class ResponseCache extends Context.Service<
  * @category constructors
  * @since 0.1.0
  */
-export const make = Effect.fnUntraced(function*(options: Options) {
+export const make = Effect.fnUntraced(function* (options: Options) {
   const timeToLive = Duration.fromInputUnsafe(options.timeToLive)
   // The lookup's error type is the caller's `E`, erased here and restored in `lookup`: a key's
   // lookup only ever fails with the error of the `compute` effect it carries.
@@ -187,9 +187,13 @@ export const make = Effect.fnUntraced(function*(options: Options) {
   return ResponseCache.of({
     lookup,
     peek: (request) =>
-      (Cache.getSuccess(cache, new Key<unknown>(canonicalKey(request), Effect.never)) as Effect.Effect<Option.Option<Entry>>),
+      Cache.getSuccess(cache, new Key<unknown>(canonicalKey(request), Effect.never)) as Effect.Effect<
+        Option.Option<Entry>
+      >,
     store: (request, entry) =>
-      entry.cacheable ? Cache.set(cache, new Key<unknown>(canonicalKey(request), Effect.succeed(entry)), entry) : Effect.void,
+      entry.cacheable
+        ? Cache.set(cache, new Key<unknown>(canonicalKey(request), Effect.succeed(entry)), entry)
+        : Effect.void,
     size: Cache.size(cache),
     invalidateAll: Cache.invalidateAll(cache)
   })
@@ -201,4 +205,5 @@ export const make = Effect.fnUntraced(function*(options: Options) {
  * @category layers
  * @since 0.1.0
  */
-export const layer = (options: Options = defaults): Layer.Layer<ResponseCache> => Layer.effect(ResponseCache, make(options))
+export const layer = (options: Options = defaults): Layer.Layer<ResponseCache> =>
+  Layer.effect(ResponseCache, make(options))

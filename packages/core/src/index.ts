@@ -3,5 +3,16 @@
  *
  * @since 0.1.0
  */
+export * as AlertSink from "./AlertSink.ts"
+export * as Breaker from "./Breaker.ts"
 export * as ChatCompletion from "./ChatCompletion.ts"
+export * as LanguageModelUpstream from "./LanguageModelUpstream.ts"
+export * as Monitor from "./Monitor.ts"
+export * as Pipeline from "./Pipeline.ts"
+export * as RateLimit from "./RateLimit.ts"
+export * as ResponseCache from "./ResponseCache.ts"
+export * as Retry from "./Retry.ts"
+export * as Simulated from "./Simulated.ts"
+export * as Timeouts from "./Timeouts.ts"
+export * as Upstream from "./Upstream.ts"
 export * as UpstreamError from "./UpstreamError.ts"

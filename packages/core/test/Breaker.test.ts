@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Breaker, Monitor, Pipeline, UpstreamError } from "@roadcar/core"
 import { Effect, Fiber, Layer, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { Breaker, Monitor, Pipeline, UpstreamError } from "@roadcar/core"
 import { request, scripted, unavailable } from "./utils/Scripted.ts"
 
 const options = { consecutiveFailures: 3, openDuration: "10 seconds", maxOpenDuration: "1 minute" } as const
@@ -9,7 +9,7 @@ const fail = (status: number) => Effect.fail(UpstreamError.make("up", new Upstre
 
 describe("Breaker", () => {
   it.effect("opens after consecutive failures, fails fast, lets one probe through, closes on success", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const breaker = yield* Breaker.Breaker
       const transitions: Array<string> = []
       yield* breaker.transitions.pipe(
@@ -19,10 +19,13 @@ describe("Breaker", () => {
       yield* Effect.yieldNow // let the subscriber subscribe
       let calls = 0
       const call = (ok: boolean) =>
-        breaker.protect("up", Effect.suspend(() => {
-          calls++
-          return ok ? Effect.succeed("ok") : fail(503)
-        }))
+        breaker.protect(
+          "up",
+          Effect.suspend(() => {
+            calls++
+            return ok ? Effect.succeed("ok") : fail(503)
+          })
+        )
       for (let i = 0; i < 3; i++) assert.strictEqual((yield* Effect.flip(call(false))).reason._tag, "Unavailable")
       assert.strictEqual((yield* breaker.state("up"))._tag, "Open")
       const rejected = yield* Effect.flip(call(true))
@@ -42,10 +45,11 @@ describe("Breaker", () => {
       assert.strictEqual(yield* call(true), "ok")
       yield* Effect.yieldNow
       assert.deepStrictEqual(transitions, ["Closed->Open", "Open->HalfOpen", "HalfOpen->Closed"])
-    }).pipe(Effect.provide(Breaker.layerMemory(options))))
+    }).pipe(Effect.provide(Breaker.layerMemory(options)))
+  )
 
   it.effect("a failed probe opens the circuit again, for longer", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const breaker = yield* Breaker.Breaker
       for (let i = 0; i < 3; i++) yield* Effect.flip(breaker.protect("up", fail(500)))
       yield* TestClock.adjust("10 seconds")
@@ -55,21 +59,26 @@ describe("Breaker", () => {
       if (state._tag === "Open") assert.isTrue(state.consecutiveOpenings >= 2)
       yield* TestClock.adjust("10 seconds")
       assert.strictEqual((yield* Effect.flip(breaker.protect("up", Effect.succeed(1)))).reason._tag, "CircuitOpen")
-    }).pipe(Effect.provide(Breaker.layerMemory(options))))
+    }).pipe(Effect.provide(Breaker.layerMemory(options)))
+  )
 
   it.effect("client errors say nothing about the upstream's health", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const breaker = yield* Breaker.Breaker
       for (let i = 0; i < 10; i++) {
         yield* Effect.flip(
-          breaker.protect("up", Effect.fail(UpstreamError.make("up", new UpstreamError.BadRequest({ status: 400, detail: "x" }))))
+          breaker.protect(
+            "up",
+            Effect.fail(UpstreamError.make("up", new UpstreamError.BadRequest({ status: 400, detail: "x" })))
+          )
         )
       }
       assert.strictEqual((yield* breaker.state("up"))._tag, "Closed")
-    }).pipe(Effect.provide(Breaker.layerMemory(options))))
+    }).pipe(Effect.provide(Breaker.layerMemory(options)))
+  )
 
   it.effect("in the pipeline, an open primary sends requests straight to the fallback", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const primary = scripted("primary", [], unavailable)
       const fallback = scripted("fallback", [])
       const pipeline = yield* Pipeline.make({
@@ -81,5 +90,6 @@ describe("Breaker", () => {
       assert.strictEqual(answer.meta.upstream, "fallback")
       assert.strictEqual(answer.meta.fallback?.reasonTag, "CircuitOpen")
       assert.strictEqual(primary.calls.length, 3, "the open circuit made no call")
-    }).pipe(Effect.scoped, Effect.provide(Layer.merge(Breaker.layerMemory(options), Monitor.layerNoop))))
+    }).pipe(Effect.scoped, Effect.provide(Layer.merge(Breaker.layerMemory(options), Monitor.layerNoop)))
+  )
 })

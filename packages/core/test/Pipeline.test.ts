@@ -1,15 +1,18 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Breaker, Monitor, Pipeline, ResponseCache, type UpstreamError } from "@roadcar/core"
 import { Duration, Effect, Exit, Fiber, Layer, Stream } from "effect"
 import { TestClock } from "effect/testing"
-import { Breaker, Monitor, Pipeline, ResponseCache, type UpstreamError } from "@roadcar/core"
 import { badRequest, rateLimited, request, scripted, unavailable } from "./utils/Scripted.ts"
 
-const Stages = Layer.mergeAll(Breaker.layerMemory({ ...Breaker.defaults, consecutiveFailures: 1000 }), Monitor.layerNoop)
+const Stages = Layer.mergeAll(
+  Breaker.layerMemory({ ...Breaker.defaults, consecutiveFailures: 1000 }),
+  Monitor.layerNoop
+)
 const noJitter = { jitter: false, baseDelay: "100 millis", maxDelay: "1 second" } as const
 
 // Runs a pipeline call in a fiber and lets virtual time run until it is done.
 const settle = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const fiber = yield* Effect.forkChild(effect)
     for (let i = 0; i < 200 && fiber.pollUnsafe() === undefined; i++) yield* TestClock.adjust("100 millis")
     return yield* Fiber.await(fiber)
@@ -18,11 +21,17 @@ const settle = <A, E>(effect: Effect.Effect<A, E>) =>
 describe("Pipeline", () => {
   describe("retry", () => {
     it.effect("k failures then success make exactly k+1 calls for k < 3", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         for (const k of [0, 1, 2]) {
-          const primary = scripted("primary", Array.from({ length: k }, () => unavailable))
+          const primary = scripted(
+            "primary",
+            Array.from({ length: k }, () => unavailable)
+          )
           const fallback = scripted("fallback", [])
-          const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }, { upstream: fallback }], retry: noJitter })
+          const pipeline = yield* Pipeline.make({
+            steps: [{ upstream: primary }, { upstream: fallback }],
+            retry: noJitter
+          })
           const exit = yield* settle(pipeline.complete(request()))
           assert.isTrue(Exit.isSuccess(exit))
           if (Exit.isSuccess(exit)) {
@@ -33,13 +42,17 @@ describe("Pipeline", () => {
           assert.strictEqual(primary.calls.length, k + 1)
           assert.strictEqual(fallback.calls.length, 0)
         }
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("three failures hand the request to the fallback, which says why", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [unavailable, unavailable, unavailable])
         const fallback = scripted("fallback", [])
-        const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }, { upstream: fallback }], retry: noJitter })
+        const pipeline = yield* Pipeline.make({
+          steps: [{ upstream: primary }, { upstream: fallback }],
+          retry: noJitter
+        })
         const exit = yield* settle(pipeline.complete(request()))
         assert.isTrue(Exit.isSuccess(exit))
         if (Exit.isSuccess(exit)) {
@@ -53,10 +66,11 @@ describe("Pipeline", () => {
         }
         assert.strictEqual(primary.calls.length, 3)
         assert.strictEqual(fallback.calls.length, 1)
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("delays grow exponentially and respect the cap", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [], unavailable)
         const pipeline = yield* Pipeline.make({
           steps: [{ upstream: primary }],
@@ -66,10 +80,11 @@ describe("Pipeline", () => {
         assert.isTrue(Exit.isFailure(exit))
         const gaps = primary.calls.slice(1).map((t, i) => t - primary.calls[i]!)
         assert.deepStrictEqual(gaps, [100, 200, 400, 500, 500])
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("jittered delays stay within ±20% of the backoff", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [], unavailable)
         const pipeline = yield* Pipeline.make({
           steps: [{ upstream: primary }],
@@ -81,31 +96,37 @@ describe("Pipeline", () => {
         // settle() advances time in 100ms steps, so a wake-up is seen up to 100ms late.
         assert.isTrue(gaps[0]! >= 800 && gaps[0]! <= 1300, `first gap ${gaps[0]}`)
         assert.isTrue(gaps[1]! >= 1600 && gaps[1]! <= 2500, `second gap ${gaps[1]}`)
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("never retries sooner than the upstream's Retry-After", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [rateLimited("2 seconds")])
         const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }], retry: noJitter })
         const exit = yield* settle(pipeline.complete(request()))
         assert.isTrue(Exit.isSuccess(exit))
         assert.strictEqual(primary.calls.length, 2)
         assert.isTrue(primary.calls[1]! - primary.calls[0]! >= 2000)
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("a non-retryable reason makes exactly one call", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [badRequest])
         const fallback = scripted("fallback", [])
-        const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }, { upstream: fallback }], retry: noJitter })
+        const pipeline = yield* Pipeline.make({
+          steps: [{ upstream: primary }, { upstream: fallback }],
+          retry: noJitter
+        })
         const error = yield* Effect.flip(pipeline.complete(request()))
         assert.strictEqual(error._tag, "UpstreamError")
         assert.strictEqual(primary.calls.length, 1)
         assert.strictEqual(fallback.calls.length, 0, "a bad request is not sent to the fallback by default")
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("a retry that would end past the deadline is not made", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [rateLimited("30 seconds")])
         const fallback = scripted("fallback", [])
         const pipeline = yield* Pipeline.make({
@@ -117,12 +138,13 @@ describe("Pipeline", () => {
         if (Exit.isSuccess(exit)) assert.strictEqual(exit.value.meta.upstream, "fallback")
         assert.strictEqual(primary.calls.length, 1)
         assert.strictEqual(fallback.calls[0], primary.calls[0], "the fallback answered at once, without waiting")
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
   })
 
   describe("timeouts", () => {
     it.effect("a timed-out attempt moves on to the fallback instead of retrying the silent upstream", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", ["hang"])
         const fallback = scripted("fallback", [])
         const pipeline = yield* Pipeline.make({
@@ -137,10 +159,11 @@ describe("Pipeline", () => {
         }
         assert.strictEqual(primary.calls.length, 1)
         assert.strictEqual(fallback.calls[0]! - primary.calls[0]!, 2000)
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("retryTimeouts retries the same upstream after a timeout", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", ["hang"])
         const pipeline = yield* Pipeline.make({
           steps: [{ upstream: primary }],
@@ -150,11 +173,12 @@ describe("Pipeline", () => {
         const exit = yield* settle(pipeline.complete(request()))
         assert.isTrue(Exit.isSuccess(exit))
         assert.strictEqual(primary.calls.length, 2)
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("the total deadline ends the request and the static answer takes over", () =>
-      Effect.gen(function*() {
-        const primary = scripted("primary", [], { delay: "4 seconds", then: unavailable })
+      Effect.gen(function* () {
+        const primary = scripted("primary", [], { delay: "4 seconds", after: unavailable })
         const pipeline = yield* Pipeline.make({
           steps: [{ upstream: primary }],
           retry: { ...noJitter, attempts: 10 },
@@ -169,12 +193,13 @@ describe("Pipeline", () => {
           assert.strictEqual(exit.value.meta.fallback?.reasonTag, "TimedOut")
         }
         assert.isTrue(primary.calls.every((t) => t < 9000))
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
   })
 
   describe("fallback", () => {
     it.effect("a step with a condition is entered only for that reason", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [], unavailable)
         const bigContext = scripted("big-context", [])
         const last = scripted("last", [])
@@ -186,23 +211,24 @@ describe("Pipeline", () => {
         assert.isTrue(Exit.isSuccess(exit))
         if (Exit.isSuccess(exit)) assert.strictEqual(exit.value.meta.upstream, "last")
         assert.strictEqual(bigContext.calls.length, 0)
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("with a static answer the pipeline's error channel holds no upstream error", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [], badRequest)
         const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }], staticAnswer: "static" })
         // The type proves it: only Roadcar's own rate limit can fail this call.
-        const call: Effect.Effect<Pipeline.Answer, import("@roadcar/core").RateLimit.RateLimitRejected> = pipeline.complete(
-          request()
-        )
+        const call: Effect.Effect<Pipeline.Answer, import("@roadcar/core").RateLimit.RateLimitRejected> =
+          pipeline.complete(request())
         const answer = yield* call
         assert.isTrue(answer.meta.static)
         assert.strictEqual(answer.meta.upstream, "static")
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("without a static answer the last failure reaches the caller", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [], unavailable)
         const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }], retry: noJitter })
         const exit = yield* settle(pipeline.complete(request()))
@@ -211,18 +237,22 @@ describe("Pipeline", () => {
           const error = exit.cause.reasons.find((r) => r._tag === "Fail")?.error as UpstreamError.UpstreamError
           assert.strictEqual(error.reason._tag, "Unavailable")
         }
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
   })
 
   describe("cache", () => {
     it.effect("identical requests in flight make one upstream call; a later one is a marked hit", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [], { delay: "1 second" })
         const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }] })
         const fiber = yield* Effect.forkChild(
-          Effect.all(Array.from({ length: 5 }, (_, i) => pipeline.complete(request(i % 2 === 0 ? "hi" : "  hi "))), {
-            concurrency: "unbounded"
-          })
+          Effect.all(
+            Array.from({ length: 5 }, (_, i) => pipeline.complete(request(i % 2 === 0 ? "hi" : "  hi "))),
+            {
+              concurrency: "unbounded"
+            }
+          )
         )
         yield* TestClock.adjust("1 second")
         const answers = yield* Fiber.join(fiber)
@@ -236,10 +266,11 @@ describe("Pipeline", () => {
         yield* TestClock.adjust("1 second")
         assert.isFalse((yield* Fiber.join(other)).meta.cacheHit)
         assert.strictEqual(primary.calls.length, 2)
-      }).pipe(Effect.scoped, Effect.provide(Layer.merge(Stages, ResponseCache.layer()))))
+      }).pipe(Effect.scoped, Effect.provide(Layer.merge(Stages, ResponseCache.layer())))
+    )
 
     it.effect("failures and static answers are not cached", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [badRequest])
         const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }], staticAnswer: "static" })
         const first = yield* pipeline.complete(request())
@@ -248,17 +279,21 @@ describe("Pipeline", () => {
         assert.isFalse(second.meta.static)
         assert.isFalse(second.meta.cacheHit)
         assert.strictEqual(primary.calls.length, 2)
-      }).pipe(Effect.scoped, Effect.provide(Layer.merge(Stages, ResponseCache.layer()))))
+      }).pipe(Effect.scoped, Effect.provide(Layer.merge(Stages, ResponseCache.layer())))
+    )
   })
 
   describe("stream", () => {
     it.effect("streams the upstream's chunks and falls back before the first chunk", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [unavailable, unavailable, unavailable])
         const fallback = scripted("fallback", [])
-        const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }, { upstream: fallback }], retry: noJitter })
+        const pipeline = yield* Pipeline.make({
+          steps: [{ upstream: primary }, { upstream: fallback }],
+          retry: noJitter
+        })
         const fiber = yield* Effect.forkChild(
-          Effect.gen(function*() {
+          Effect.gen(function* () {
             const answer = yield* pipeline.stream(request())
             const chunks = yield* Stream.runCollect(answer.chunks)
             return { answer, chunks }
@@ -270,10 +305,11 @@ describe("Pipeline", () => {
         const text = chunks.map((c) => c.choices[0]?.delta.content ?? "").join("")
         assert.strictEqual(text, "answer from fallback")
         assert.strictEqual(chunks.at(-1)?.choices[0]?.finish_reason, "stop")
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
 
     it.effect("a stream whose first chunk does not come in time times out and falls back", () =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", ["hang"])
         const fallback = scripted("fallback", [])
         const pipeline = yield* Pipeline.make({
@@ -281,12 +317,16 @@ describe("Pipeline", () => {
           timeouts: { firstChunk: "3 seconds" }
         })
         const fiber = yield* Effect.forkChild(
-          pipeline.stream(request()).pipe(Effect.flatMap((a) => Stream.runCollect(a.chunks)), Effect.scoped)
+          pipeline.stream(request()).pipe(
+            Effect.flatMap((a) => Stream.runCollect(a.chunks)),
+            Effect.scoped
+          )
         )
         yield* TestClock.adjust(Duration.seconds(3))
         const chunks = yield* Fiber.join(fiber)
         assert.isTrue(chunks.length > 0)
         assert.strictEqual(fallback.calls[0], 3000)
-      }).pipe(Effect.scoped, Effect.provide(Stages)))
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
   })
 })

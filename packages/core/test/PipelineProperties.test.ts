@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Breaker, Monitor, Pipeline, ResponseCache } from "@roadcar/core"
 import { Cause, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import { Breaker, Monitor, Pipeline, ResponseCache } from "@roadcar/core"
 import { badRequest, type Outcome, rateLimited, request, scripted, unavailable } from "./utils/Scripted.ts"
 
 const Step = Schema.Literals(["ok", "503", "429", "429-hint", "400", "hang", "slow-ok"])
@@ -38,10 +38,13 @@ const expectPrimary = (script: ReadonlyArray<Step>, attempts: number) => {
   return { calls: attempts, succeeded: false, fallbackAllowed: true }
 }
 
-const Stages = Layer.mergeAll(Breaker.layerMemory({ ...Breaker.defaults, consecutiveFailures: 10_000 }), Monitor.layerNoop)
+const Stages = Layer.mergeAll(
+  Breaker.layerMemory({ ...Breaker.defaults, consecutiveFailures: 10_000 }),
+  Monitor.layerNoop
+)
 
 const runToEnd = <A, E>(effect: Effect.Effect<A, E>) =>
-  Effect.gen(function*() {
+  Effect.gen(function* () {
     const fiber = yield* Effect.forkChild(effect)
     let elapsed = 0
     while (fiber.pollUnsafe() === undefined && elapsed < 120_000) {
@@ -56,7 +59,7 @@ describe("Pipeline properties", () => {
     "one answer per request, bounded attempts, fallback exactly when the primary is exhausted or not retryable",
     { primary: Script, fallback: Script, withStatic: Schema.Boolean },
     ({ primary: primaryScript, fallback: fallbackScript, withStatic }) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", primaryScript.map(toOutcome))
         const fallback = scripted("fallback", fallbackScript.map(toOutcome))
         const options = {
@@ -95,11 +98,14 @@ describe("Pipeline properties", () => {
     "K concurrent identical requests make one upstream call",
     { k: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 40 })), content: Schema.String },
     ({ k, content }) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const primary = scripted("primary", [], { delay: "500 millis" })
         const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }] })
         const fiber = yield* Effect.forkChild(
-          Effect.all(Array.from({ length: k }, () => pipeline.complete(request(`q ${content}`))), { concurrency: "unbounded" })
+          Effect.all(
+            Array.from({ length: k }, () => pipeline.complete(request(`q ${content}`))),
+            { concurrency: "unbounded" }
+          )
         )
         yield* TestClock.adjust("500 millis")
         const answers = yield* Fiber.join(fiber)

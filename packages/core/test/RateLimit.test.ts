@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
+import { Breaker, ChatCompletion, Monitor, Pipeline, RateLimit } from "@roadcar/core"
 import { Duration, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import { Breaker, ChatCompletion, Monitor, Pipeline, RateLimit } from "@roadcar/core"
 import { request, scripted } from "./utils/Scripted.ts"
 
 const perKey = (limit: number, onExceeded: "wait" | "reject" = "reject") =>
@@ -15,7 +15,7 @@ describe("RateLimit", () => {
       extra: Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 10 }))
     },
     ({ limit, extra }) =>
-      Effect.gen(function*() {
+      Effect.gen(function* () {
         const rateLimit = yield* RateLimit.RateLimit
         const admit = rateLimit.admit(request(), { key: "team-a" }).pipe(Effect.exit)
         const exits = yield* Effect.forEach(Array.from({ length: limit + extra }), () => admit)
@@ -29,7 +29,7 @@ describe("RateLimit", () => {
   )
 
   it.effect("a rejection says what was exceeded and when to retry", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const rateLimit = yield* RateLimit.RateLimit
       yield* rateLimit.admit(request(), { key: "team-a" })
       yield* TestClock.adjust("4 seconds")
@@ -39,10 +39,11 @@ describe("RateLimit", () => {
       assert.strictEqual(error.subject, "key team-a")
       assert.strictEqual(Math.round(Duration.toSeconds(error.retryAfter)), 6)
       assert.match(error.message, /retry after 6s/)
-    }).pipe(Effect.provide(perKey(1))))
+    }).pipe(Effect.provide(perKey(1)))
+  )
 
   it.effect("wait mode delays the request until the window has room", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const rateLimit = yield* RateLimit.RateLimit
       yield* rateLimit.admit(request(), { key: "k" })
       const waiting = yield* Effect.forkChild(rateLimit.admit(request(), { key: "k" }))
@@ -50,10 +51,11 @@ describe("RateLimit", () => {
       assert.isUndefined(waiting.pollUnsafe())
       yield* TestClock.adjust("1 second")
       yield* Fiber.join(waiting)
-    }).pipe(Effect.provide(perKey(1, "wait"))))
+    }).pipe(Effect.provide(perKey(1, "wait")))
+  )
 
   it.effect("token limits reserve the estimate, settle with real usage, and give back failed calls", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const rateLimit = yield* RateLimit.RateLimit
       const big = request("x".repeat(400), { max_tokens: 400 }) // ~ 101 prompt + 400 output
       const estimate = RateLimit.estimateTokens(big)
@@ -69,12 +71,16 @@ describe("RateLimit", () => {
       yield* rateLimit.admit(big, { key: "k" })
     }).pipe(
       Effect.provide(
-        RateLimit.layerMemory({ rules: [{ by: "key", tokens: { limit: 1100, window: "1 minute" } }], onExceeded: "reject" })
+        RateLimit.layerMemory({
+          rules: [{ by: "key", tokens: { limit: 1100, window: "1 minute" } }],
+          onExceeded: "reject"
+        })
       )
-    ))
+    )
+  )
 
   it.effect("a request refused by a later rule costs nothing under the earlier ones", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const rateLimit = yield* RateLimit.RateLimit
       yield* rateLimit.admit(request(), { key: "a", user: "u" })
       // user u is now exhausted; key b's request is refused by the user rule and must not count for key b
@@ -83,19 +89,24 @@ describe("RateLimit", () => {
     }).pipe(
       Effect.provide(
         RateLimit.layerMemory({
-          rules: [{ by: "key", requests: { limit: 1, window: "1 minute" } }, { by: "user", requests: { limit: 1, window: "1 minute" } }],
+          rules: [
+            { by: "key", requests: { limit: 1, window: "1 minute" } },
+            { by: "user", requests: { limit: 1, window: "1 minute" } }
+          ],
           onExceeded: "reject"
         })
       )
-    ))
+    )
+  )
 
   it.effect("in the pipeline, a rejected request never reaches the upstream", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const primary = scripted("primary", [])
       const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }], staticAnswer: "static" })
       yield* pipeline.complete(request("one"), { key: "k" })
       const error = yield* Effect.flip(pipeline.complete(request("two"), { key: "k" }))
       assert.strictEqual(error._tag, "RateLimitRejected")
       assert.strictEqual(primary.calls.length, 1)
-    }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Breaker.layerMemory(), Monitor.layerNoop, perKey(1)))))
+    }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Breaker.layerMemory(), Monitor.layerNoop, perKey(1))))
+  )
 })

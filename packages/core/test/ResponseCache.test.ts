@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
+import { type ChatCompletion, ResponseCache } from "@roadcar/core"
 import { Effect, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import { type ChatCompletion, ResponseCache } from "@roadcar/core"
 import { request, response } from "./utils/Scripted.ts"
 
 const key = ResponseCache.canonicalKey
@@ -31,7 +31,19 @@ describe("ResponseCache", () => {
       "distinguishes everything that shapes the answer",
       {
         content: Schema.String,
-        field: Schema.Literals(["model", "temperature", "top_p", "seed", "max_tokens", "stop", "tools", "tool_choice", "response_format", "system", "presence_penalty"])
+        field: Schema.Literals([
+          "model",
+          "temperature",
+          "top_p",
+          "seed",
+          "max_tokens",
+          "stop",
+          "tools",
+          "tool_choice",
+          "response_format",
+          "system",
+          "presence_penalty"
+        ])
       },
       ({ content, field }) => {
         const base = request(content)
@@ -62,7 +74,7 @@ describe("ResponseCache", () => {
   })
 
   it.effect("expires entries after the time to live", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const cache = yield* ResponseCache.ResponseCache
       let computed = 0
       const compute = Effect.sync(() => {
@@ -75,10 +87,11 @@ describe("ResponseCache", () => {
       const again = yield* cache.lookup(request(), compute)
       assert.isFalse(again.hit)
       assert.strictEqual(again.entry.response.choices[0]?.message.content, "v2")
-    }).pipe(Effect.provide(ResponseCache.layer({ capacity: 10, timeToLive: "1 minute" }))))
+    }).pipe(Effect.provide(ResponseCache.layer({ capacity: 10, timeToLive: "1 minute" })))
+  )
 
   it.effect("keeps at most `capacity` entries, dropping the least recently used", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const cache = yield* ResponseCache.ResponseCache
       for (const text of ["a", "b", "c"]) yield* cache.lookup(request(text), Effect.succeed(entry(text)))
       yield* cache.lookup(request("a"), Effect.succeed(entry("a"))) // touch a
@@ -86,14 +99,16 @@ describe("ResponseCache", () => {
       assert.strictEqual(yield* cache.size, 3)
       assert.isTrue((yield* cache.lookup(request("a"), Effect.succeed(entry("a2")))).hit)
       assert.isFalse((yield* cache.lookup(request("b"), Effect.succeed(entry("b2")))).hit)
-    }).pipe(Effect.provide(ResponseCache.layer({ capacity: 3, timeToLive: "1 hour" }))))
+    }).pipe(Effect.provide(ResponseCache.layer({ capacity: 3, timeToLive: "1 hour" })))
+  )
 
   it.effect("does not keep failures or uncacheable entries", () =>
-    Effect.gen(function*() {
+    Effect.gen(function* () {
       const cache = yield* ResponseCache.ResponseCache
       yield* Effect.flip(cache.lookup(request(), Effect.fail("boom")))
       yield* cache.lookup(request(), Effect.succeed({ ...entry("static"), cacheable: false }))
       assert.isFalse((yield* cache.lookup(request(), Effect.succeed(entry("real")))).hit)
       assert.isTrue((yield* cache.lookup(request(), Effect.succeed(entry("other")))).hit)
-    }).pipe(Effect.provide(ResponseCache.layer())))
+    }).pipe(Effect.provide(ResponseCache.layer()))
+  )
 })

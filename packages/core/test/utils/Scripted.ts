@@ -1,13 +1,14 @@
 // A scripted upstream for pipeline tests: each call takes the next outcome of its script and records
 // the Clock time it started at.
-import { Clock, Duration, Effect, Stream } from "effect"
+
 import { ChatCompletion, type Upstream, UpstreamError } from "@roadcar/core"
+import { Clock, Duration, Effect, Stream } from "effect"
 
 export type Outcome =
   | "ok"
   | "hang"
   | { readonly fail: UpstreamError.Reason }
-  | { readonly delay: Duration.Input; readonly then?: "ok" | { readonly fail: UpstreamError.Reason } }
+  | { readonly delay: Duration.Input; readonly after?: "ok" | { readonly fail: UpstreamError.Reason } }
 
 export interface Scripted extends Upstream.Upstream {
   readonly calls: Array<number>
@@ -36,7 +37,7 @@ export const scripted = (name: string, script: ReadonlyArray<Outcome>, otherwise
     if (outcome === "ok") return Effect.succeed(response(name, `answer from ${name}`))
     if (outcome === "hang") return Effect.never
     if ("fail" in outcome) return Effect.fail(UpstreamError.make(name, outcome.fail))
-    return Effect.andThen(Effect.sleep(outcome.delay), run(outcome.then ?? "ok"))
+    return Effect.andThen(Effect.sleep(outcome.delay), run(outcome.after ?? "ok"))
   }
   const next = Effect.flatMap(Clock.currentTimeMillis, (now) => {
     const outcome = script[calls.length] ?? otherwise
@@ -53,7 +54,10 @@ export const scripted = (name: string, script: ReadonlyArray<Outcome>, otherwise
   }
 }
 
-export const request = (content = "hello", extra: Partial<ChatCompletion.ChatRequest> = {}): ChatCompletion.ChatRequest => ({
+export const request = (
+  content = "hello",
+  extra: Partial<ChatCompletion.ChatRequest> = {}
+): ChatCompletion.ChatRequest => ({
   model: "chat",
   messages: [{ role: "user", content }],
   ...extra
