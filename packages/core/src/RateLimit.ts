@@ -41,6 +41,8 @@ export interface Limit {
 export interface Rule {
   /** `key`: per API key; `user`: per end user (the request's `user` or the caller's); `model`: per public model; `global`: everyone. */
   readonly by: "key" | "user" | "model" | "global"
+  /** Apply the rule only to requests made with this API key (a key's own limits). */
+  readonly forKey?: string | undefined
   readonly requests?: Limit | undefined
   readonly tokens?: Limit | undefined
 }
@@ -190,10 +192,14 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       const tokenKeys: Array<{ key: string; limit: Limit }> = []
       const steps: Array<Effect.Effect<void, RateLimitRejected>> = []
       for (const rule of options.rules) {
+        if (rule.forKey !== undefined && rule.forKey !== identity.key) continue
         const value = subjectOf(rule, request, identity)
         if (value === undefined) continue
         const subject = rule.by === "global" ? "everyone" : `${rule.by} ${value}`
-        const prefix = `roadcar:${rule.by}:${value}`
+        const prefix =
+          rule.forKey === undefined
+            ? `roadcar:${rule.by}:${value}`
+            : `roadcar:key-rule:${rule.forKey}:${rule.by}:${value}`
         const requests = rule.requests
         if (requests) {
           const key = `${prefix}:requests`

@@ -1,0 +1,271 @@
+/**
+ * Builds a running Roadcar from its configuration: every upstream, and one pipeline per public model
+ * with its fallback chain, on the stage services.
+ *
+ * `Roadcar.make` turns a validated `RoadcarConfig` into upstreams (providers over the `HttpClient` in
+ * context, or the simulated model) and pipelines; `Roadcar.layerStages` provides the stages the config
+ * turns on, with in-process stores (the Redis stores replace them when state is shared). Secrets are
+ * read from the environment here, once, into `Redacted` values; a missing one is a `ConfigError` that
+ * names the variable.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import type * as HttpClient from "effect/http/HttpClient"
+import * as Layer from "effect/Layer"
+import type * as Redacted from "effect/Redacted"
+import type * as Scope from "effect/Scope"
+import * as AlertSink from "./AlertSink.ts"
+import * as Breaker from "./Breaker.ts"
+import * as Monitor from "./Monitor.ts"
+import * as Pipeline from "./Pipeline.ts"
+import * as Anthropic from "./providers/Anthropic.ts"
+import * as OpenAiCompatible from "./providers/OpenAiCompatible.ts"
+import * as RateLimit from "./RateLimit.ts"
+import * as ResponseCache from "./ResponseCache.ts"
+import type * as Retry from "./Retry.ts"
+import { ConfigError, type RoadcarConfig, resolveModels, type UpstreamConfig } from "./RoadcarConfig.ts"
+import * as Simulated from "./Simulated.ts"
+import type { Upstream } from "./Upstream.ts"
+
+/**
+ * A running configuration: its upstreams and one pipeline per public model.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Roadcar {
+  readonly config: RoadcarConfig
+  readonly upstreams: ReadonlyMap<string, Upstream>
+  /** Public model name → its pipeline. */
+  readonly models: ReadonlyMap<string, Pipeline.Pipeline>
+}
+
+type Fault = NonNullable<NonNullable<UpstreamConfig["faults"]>["kinds"]>[number]
+
+const toFault = (fault: Fault): Simulated.SimulatedFault => {
+  const F = Simulated.SimulatedFault
+  switch (fault.kind) {
+    case "rate-limited":
+      return F.RateLimited({ retryAfter: fault.retryAfter as Duration.Input | undefined })
+    case "unavailable":
+      return F.Unavailable({ status: fault.status ?? 503 })
+    case "connection-reset":
+      return F.ConnectionReset()
+    case "hang":
+      return F.Hang()
+    case "malformed-output":
+      return F.MalformedOutput()
+    case "slow-first-chunk":
+      return F.SlowFirstChunk({ delay: (fault.delay ?? "5 seconds") as Duration.Input })
+    case "cut-mid-stream":
+      return F.CutMidStream({ afterChunks: fault.afterChunks ?? 2 })
+    case "stall-stream":
+      return F.StallStream({ afterChunks: fault.afterChunks ?? 2 })
+    case "context-length-exceeded":
+      return F.ContextLengthExceeded()
+    case "content-filtered":
+      return F.ContentFiltered()
+  }
+}
+
+const faultScript = (faults: UpstreamConfig["faults"]): Simulated.FaultScript => {
+  if (faults === undefined) return Simulated.healthy
+  const kinds = (faults.kinds ?? [{ kind: "unavailable" as const }]).map(toFault)
+  if (faults.rate !== undefined) return Simulated.random({ seed: faults.seed ?? 1, rate: faults.rate, faults: kinds })
+  if (faults.failFirst !== undefined) return Simulated.failFirst(faults.failFirst, kinds[0]!)
+  return Simulated.healthy
+}
+
+const secret = (name: string, ref: { readonly env: string } | undefined) =>
+  ref === undefined
+    ? Effect.succeed<Redacted.Redacted<string> | undefined>(undefined)
+    : Effect.gen(function* () {
+        return yield* Config.Redacted(ref.env)
+      }).pipe(
+        Effect.mapError(
+          () =>
+            new ConfigError({
+              source: "environment",
+              problems: [
+                `upstreams.${name}.apiKey: the environment variable ${ref.env} is not set; export it before starting`
+              ]
+            })
+        )
+      )
+
+/**
+ * Builds one upstream from its config entry.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const makeUpstream = (
+  name: string,
+  config: UpstreamConfig
+): Effect.Effect<Upstream, ConfigError, HttpClient.HttpClient> =>
+  Effect.gen(function* () {
+    switch (config.provider) {
+      case "simulated":
+        return Simulated.makeUnsafe({
+          name,
+          model: config.model,
+          latency: config.latency as Duration.Input | undefined,
+          chunkLatency: config.chunkLatency as Duration.Input | undefined,
+          faults: faultScript(config.faults)
+        })
+      case "anthropic": {
+        const apiKey = yield* secret(name, config.apiKey)
+        if (apiKey === undefined) {
+          return yield* new ConfigError({
+            source: "config",
+            problems: [
+              `upstreams.${name}.apiKey: required for provider "anthropic", e.g. { "env": "ANTHROPIC_API_KEY" }`
+            ]
+          })
+        }
+        return yield* Anthropic.make({
+          name,
+          model: config.model ?? "",
+          apiKey,
+          baseUrl: config.baseUrl,
+          maxTokensDefault: config.maxTokensDefault
+        })
+      }
+      default: {
+        const apiKey = yield* secret(name, config.apiKey)
+        return yield* OpenAiCompatible.make({
+          name,
+          model: config.model ?? "",
+          baseUrl: config.baseUrl ?? "https://api.openai.com/v1",
+          apiKey,
+          headers: config.headers,
+          provider: config.providerName ?? (config.provider === "openai" ? "openai" : "openai-compatible")
+        })
+      }
+    }
+  })
+
+const retryOf = (retry: RoadcarConfig["retry"]): Partial<Retry.Options> | undefined =>
+  retry === undefined ? undefined : (retry as Partial<Retry.Options>)
+
+/**
+ * The pipeline options of one public model.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const pipelineOptions = (
+  config: RoadcarConfig,
+  model: string,
+  upstreams: ReadonlyMap<string, Upstream>
+): Pipeline.Options => {
+  const entry = resolveModels(config)[model]!
+  const step = (name: string, when?: Pipeline.Step["when"]): Pipeline.Step => ({
+    upstream: upstreams.get(name)!,
+    retry: retryOf(config.upstreams?.[name]?.retry),
+    when
+  })
+  return {
+    steps: [step(entry.upstream), ...(entry.fallbacks ?? []).map((fallback) => step(fallback.upstream, fallback.when))],
+    staticAnswer: entry.staticAnswer,
+    retry: retryOf(config.retry),
+    timeouts: config.timeouts as Pipeline.Options["timeouts"]
+  }
+}
+
+/**
+ * Builds the upstreams and pipelines of a config.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = (
+  config: RoadcarConfig
+): Effect.Effect<Roadcar, ConfigError, HttpClient.HttpClient | Breaker.Breaker | Monitor.Monitor | Scope.Scope> =>
+  Effect.gen(function* () {
+    const upstreams = new Map<string, Upstream>()
+    const configured = { simulated: { provider: "simulated" as const }, ...config.upstreams }
+    for (const [name, entry] of Object.entries(configured)) upstreams.set(name, yield* makeUpstream(name, entry))
+    const models = new Map<string, Pipeline.Pipeline>()
+    for (const model of Object.keys(resolveModels(config))) {
+      models.set(model, yield* Pipeline.make(pipelineOptions(config, model, upstreams)))
+    }
+    return { config, upstreams, models }
+  })
+
+const millis = (text: string | false | undefined): number | false | undefined =>
+  text === undefined || text === false ? text : Duration.toMillis(Duration.fromInputUnsafe(text as Duration.Input))
+
+/**
+ * The rate limit rules of a config: the global rules, then every key's own rules.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const rateLimitRules = (config: RoadcarConfig): ReadonlyArray<RateLimit.Rule> =>
+  // Windows are duration texts, validated by the config schema.
+  [
+    ...(config.rateLimit?.rules ?? []),
+    ...(config.keys ?? []).flatMap((key) => (key.rateLimit ?? []).map((rule) => ({ ...rule, forKey: key.name })))
+  ] as ReadonlyArray<RateLimit.Rule>
+
+/**
+ * The monitor options of a config.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const monitorOptions = (config: RoadcarConfig): Monitor.Options => {
+  const monitor = config.monitor ?? {}
+  return {
+    windowMs: millis(monitor.window) as number | undefined,
+    coolDownMs: millis(monitor.coolDown) as number | undefined,
+    slowMs: millis(monitor.slowRequest),
+    hangingMs: millis(monitor.hangingRequest),
+    errorRate: monitor.errorRate,
+    fallbackRate: monitor.fallbackRate,
+    minimumRequests: monitor.minimumRequests,
+    breakerOpen: monitor.breakerOpen,
+    upstreamRateLimited: monitor.upstreamRateLimited
+  }
+}
+
+/**
+ * The stage services a config turns on, with in-process stores: the breaker, the monitor (alerts to
+ * `sink`, the log by default), and the rate limit and response cache when configured.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerStages = (
+  config: RoadcarConfig,
+  sink: Layer.Layer<AlertSink.AlertSink> = AlertSink.layerLog
+): Layer.Layer<Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache> => {
+  const rules = rateLimitRules(config)
+  const rateLimit =
+    rules.length > 0
+      ? RateLimit.layerMemory({
+          rules,
+          onExceeded: config.rateLimit?.onExceeded ?? "reject",
+          maxWait: config.rateLimit?.maxWait as Duration.Input | undefined,
+          defaultMaxTokens: config.rateLimit?.defaultMaxTokens
+        })
+      : Layer.empty
+  const cache =
+    config.cache?.enabled === false
+      ? Layer.empty
+      : ResponseCache.layer({
+          capacity: config.cache?.capacity ?? ResponseCache.defaults.capacity,
+          timeToLive: (config.cache?.timeToLive ?? ResponseCache.defaults.timeToLive) as Duration.Input
+        })
+  const breaker = Breaker.layerMemory({ ...Breaker.defaults, ...(config.breaker as Partial<Breaker.Options>) })
+  return Layer.mergeAll(
+    breaker,
+    Monitor.layer(monitorOptions(config)).pipe(Layer.provide(sink)),
+    rateLimit,
+    cache
+  ) as Layer.Layer<Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache>
+}
