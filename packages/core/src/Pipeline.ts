@@ -117,6 +117,8 @@ export interface AnswerMeta {
   readonly provider: string
   /** Upstream calls made for this request (0 for a cache hit). */
   readonly attempts: number
+  /** Time spent waiting on upstream calls (to the first chunk, for streams) and retry backoff, in ms. */
+  readonly upstreamMs: number
   readonly cacheHit: boolean
   /** Set when a step other than the primary answered (or the static answer): why the primary did not. */
   readonly fallback: { readonly step: number; readonly reason: string; readonly reasonTag: ReasonTag } | undefined
@@ -182,6 +184,7 @@ interface RequestState {
   readonly model: string
   readonly deadline: number
   attempts: number
+  upstreamMs: number
   upstreamRateLimited: number
   step: number
   fallback: AnswerMeta["fallback"]
@@ -205,6 +208,13 @@ const staticResponse = (request: ChatRequest, content: string, now: number): Cha
   choices: [{ index: 0, message: { role: "assistant", content }, finish_reason: "stop" }],
   usage: makeUsage(0, 0)
 })
+
+// What the log line and the monitor learn of a finished request.
+interface Finished {
+  readonly meta: AnswerMeta
+  readonly usage: Usage | undefined
+  readonly answeredModel: string | undefined
+}
 
 // An opened upstream stream: its first chunks, and the rest, in a scope the caller closes.
 interface Opened {
@@ -379,6 +389,19 @@ export const make = <const O extends Options>(
         }).pipe(Effect.tapError(onFailedAttempt(state, upstream)))
       })
 
+    // Adds the time an effect takes to the request's upstream time.
+    const timed =
+      (state: RequestState) =>
+      <A, E, R>(self: Effect.Effect<A, E, R>): Effect.Effect<A, E, R> =>
+        Effect.flatMap(Clock.currentTimeMillis, (start) =>
+          Effect.ensuring(
+            self,
+            Effect.map(Clock.currentTimeMillis, (end) => {
+              state.upstreamMs += end - start
+            })
+          )
+        )
+
     // Runs the chain: step 1, then each later step whose condition matches the previous failure.
     const runChain = <A>(
       state: RequestState,
@@ -391,6 +414,7 @@ export const make = <const O extends Options>(
         const step = steps[index]!
         const upstreamRequest = request
         return withRetry(state, step, attempt(step.upstream, upstreamRequest)).pipe(
+          timed(state),
           Effect.map((value) => ({ value, upstream: step.upstream })),
           Effect.catch((error) => {
             for (let next = index + 1; next < steps.length; next++) {
@@ -426,7 +450,7 @@ export const make = <const O extends Options>(
       started: number,
       identity: Identity,
       reservation: Reservation | undefined,
-      exit: Exit.Exit<{ meta: AnswerMeta; usage: Usage | undefined }, unknown>
+      exit: Exit.Exit<Finished, unknown>
     ) =>
       Effect.gen(function* () {
         const now = yield* Clock.currentTimeMillis
@@ -459,7 +483,7 @@ export const make = <const O extends Options>(
           key: identity.key ?? null,
           model: state.model,
           upstream: success?.meta.upstream ?? null,
-          answered_model: null as string | null,
+          answered_model: success?.answeredModel ?? null,
           status: outcome,
           latency_ms: latencyMs,
           attempts: state.attempts,
@@ -483,6 +507,7 @@ export const make = <const O extends Options>(
           model: request.model,
           deadline: started + Duration.toMillis(totalTimeout),
           attempts: 0,
+          upstreamMs: 0,
           upstreamRateLimited: 0,
           step: 0,
           fallback: undefined
@@ -502,6 +527,7 @@ export const make = <const O extends Options>(
       upstream: upstream?.name ?? staticUpstream,
       provider: upstream?.provider ?? "roadcar.static",
       attempts: state.attempts,
+      upstreamMs: state.upstreamMs,
       cacheHit,
       fallback: state.fallback,
       static: upstream === undefined
@@ -555,7 +581,8 @@ export const make = <const O extends Options>(
               reservation,
               Exit.map(exit, (answer) => ({
                 meta: answer.meta,
-                usage: answer.meta.cacheHit ? undefined : answer.response.usage
+                usage: answer.meta.cacheHit ? undefined : answer.response.usage,
+                answeredModel: answer.response.model
               }))
             )
           )
@@ -575,7 +602,7 @@ export const make = <const O extends Options>(
         const { state, started, identity } = yield* begin(request, callOptions)
         let reservation: Reservation | undefined
         let finished = false
-        const finishOnce = (exit: Exit.Exit<{ meta: AnswerMeta; usage: Usage | undefined }, unknown>) =>
+        const finishOnce = (exit: Exit.Exit<Finished, unknown>) =>
           Effect.suspend(() => {
             if (finished) return Effect.void
             finished = true
@@ -607,7 +634,7 @@ export const make = <const O extends Options>(
                 Exit.isSuccess(exit) && cache._tag === "Some"
                   ? cache.value.store(request, { response, upstream: upstream.name, cacheable: true })
                   : Effect.void,
-                finishOnce(Exit.map(exit, () => ({ meta, usage: response.usage })))
+                finishOnce(Exit.map(exit, () => ({ meta, usage: response.usage, answeredModel: response.model })))
               )
             })
           )
@@ -628,7 +655,13 @@ export const make = <const O extends Options>(
             Exit.isFailure(exit)
               ? finishOnce(exit as Exit.Exit<never, unknown>)
               : exit.value.meta.cacheHit || exit.value.meta.static
-                ? finishOnce(Exit.succeed({ meta: exit.value.meta, usage: undefined }))
+                ? finishOnce(
+                    Exit.succeed({
+                      meta: exit.value.meta,
+                      usage: undefined,
+                      answeredModel: exit.value.meta.static ? "static" : undefined
+                    })
+                  )
                 : Effect.void
           )
         )

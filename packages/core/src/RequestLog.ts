@@ -1,0 +1,37 @@
+/**
+ * Where Roadcar's log lines go: one JSON object per line, at the configured level.
+ *
+ * The pipeline writes one line per request (`"message":"request"`, with request id, key name, model
+ * asked and model that answered, upstream, latency, status, attempts, cache hit, fallback and reason,
+ * tokens), one per failed attempt with its cause, one per retry and fallback, and one per breaker
+ * transition. This module only chooses the output: JSON lines through the `Console` (so a test's
+ * `TestConsole` sees them), plus the tracer logger so log lines also become span events. No secret
+ * is ever annotated: keys appear by their configured name, never their value.
+ *
+ * @since 0.1.0
+ */
+import * as Layer from "effect/Layer"
+import * as Logger from "effect/Logger"
+import type * as LogLevel from "effect/LogLevel"
+import * as References from "effect/References"
+
+/**
+ * JSON lines at `level` and above (default `Info`), also recorded as span events.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { RequestLog } from "@roadcar/core"
+ *
+ * Effect.runPromise(Effect.logInfo("hello").pipe(Effect.provide(RequestLog.layerJson("Info"))))
+ * // prints {"message":"hello","level":"INFO","timestamp":"...","annotations":{},"spans":{},"fiberId":"#1"}
+ * ```
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerJson = (level: LogLevel.LogLevel = "Info"): Layer.Layer<never> =>
+  Layer.mergeAll(
+    Logger.layer([Logger.consoleJson, Logger.tracerLogger]),
+    Layer.succeed(References.MinimumLogLevel, level)
+  )

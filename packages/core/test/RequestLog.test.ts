@@ -1,0 +1,80 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Breaker, Monitor, Pipeline, RequestLog, ResponseCache } from "@roadcar/core"
+import { Effect, Fiber, Layer } from "effect"
+import { TestClock, TestConsole } from "effect/testing"
+import { request, scripted, unavailable } from "./utils/Scripted.ts"
+
+const jsonLines = Effect.map(TestConsole.logLines, (lines) =>
+  lines.map(
+    (line) => JSON.parse(String(line)) as { message: unknown; level: string; annotations: Record<string, unknown> }
+  )
+)
+
+const Stages = Layer.mergeAll(Breaker.layerMemory(), Monitor.layerNoop, ResponseCache.layer())
+
+describe("RequestLog", () => {
+  it.effect("writes one JSON line per request with everything that happened", () =>
+    Effect.gen(function* () {
+      const primary = scripted("primary", [unavailable, unavailable, unavailable])
+      const fallback = scripted("fallback", [])
+      const pipeline = yield* Pipeline.make({
+        steps: [{ upstream: primary }, { upstream: fallback }],
+        retry: { jitter: false, baseDelay: "100 millis" }
+      })
+      const fiber = yield* Effect.forkChild(pipeline.complete(request("hi"), { requestId: "req-1", key: "team-a" }))
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.join(fiber)
+      yield* pipeline.complete(request("hi"), { requestId: "req-2", key: "team-a" })
+
+      const lines = yield* jsonLines
+      const requests = lines.filter((line) => line.message === "request")
+      assert.strictEqual(requests.length, 2)
+      const first = requests[0]!
+      assert.strictEqual(first.level, "INFO")
+      assert.deepStrictEqual(
+        { ...first.annotations, latency_ms: typeof first.annotations["latency_ms"] },
+        {
+          request_id: "req-1",
+          key: "team-a",
+          model: "chat",
+          upstream: "fallback",
+          answered_model: "fallback",
+          status: "fallback",
+          latency_ms: "number",
+          attempts: 4,
+          cache_hit: false,
+          fallback: true,
+          fallback_reason: "upstream unavailable (503)",
+          input_tokens: 5,
+          output_tokens: 3,
+          error: null
+        }
+      )
+      assert.strictEqual(first.annotations["latency_ms"], 300, "100ms + 200ms of backoff, in virtual time")
+      assert.strictEqual(requests[1]!.annotations["cache_hit"], true)
+      assert.strictEqual(requests[1]!.annotations["attempts"], 0)
+
+      const failed = lines.filter((line) => String(line.message).startsWith("attempt failed"))
+      assert.strictEqual(failed.length, 3)
+      assert.strictEqual(failed[0]!.annotations["reason"], "Unavailable")
+      const retries = lines.map((line) => String(line.message)).filter((message) => message.startsWith("retry "))
+      assert.deepStrictEqual(retries, [
+        "retry 1/3 in 100ms: upstream unavailable (503)",
+        "retry 2/3 in 200ms: upstream unavailable (503)"
+      ])
+      assert.isTrue(
+        lines.some((line) => String(line.message).startsWith("fallback to fallback: primary: upstream unavailable"))
+      )
+    }).pipe(Effect.scoped, Effect.provide(Layer.merge(Stages, RequestLog.layerJson("Info"))))
+  )
+
+  it.effect("drops lines below the configured level", () =>
+    Effect.gen(function* () {
+      const pipeline = yield* Pipeline.make({ steps: [{ upstream: scripted("primary", []) }] })
+      yield* pipeline.complete(request())
+      assert.strictEqual((yield* jsonLines).length, 0)
+      yield* Effect.logWarning("kept")
+      assert.strictEqual((yield* jsonLines).length, 1)
+    }).pipe(Effect.scoped, Effect.provide(Layer.merge(Stages, RequestLog.layerJson("Warn"))))
+  )
+})

@@ -1,0 +1,147 @@
+import { assert, describe, it } from "@effect/vitest"
+import { Roadcar, RoadcarConfig } from "@roadcar/core"
+import { ConfigProvider, Effect, Fiber, Layer } from "effect"
+import { FetchHttpClient } from "effect/http"
+import { TestClock } from "effect/testing"
+
+const problemsOf = (input: unknown) =>
+  Effect.map(Effect.flip(RoadcarConfig.decode(input, "test.json")), (error) => error.problems)
+
+describe("RoadcarConfig", () => {
+  it.effect("accepts the empty config: one model, chat, on the simulated model", () =>
+    Effect.gen(function* () {
+      const config = yield* RoadcarConfig.decode({})
+      assert.deepStrictEqual(Object.keys(RoadcarConfig.resolveModels(config)), ["chat"])
+    })
+  )
+
+  it.effect("names the field, the value and the fix for every bad value", () =>
+    Effect.gen(function* () {
+      assert.deepStrictEqual(yield* problemsOf({ retry: { attempts: 0 } }), [
+        "retry.attempts: expected a value between 1 and 10, got 0"
+      ])
+      assert.deepStrictEqual(yield* problemsOf({ timeouts: { total: "soon" } }), [
+        'timeouts.total: use a duration such as "250 millis", "30 seconds" or "5 minutes", got "soon"'
+      ])
+      assert.deepStrictEqual(yield* problemsOf({ server: { port: "80" } }), ['server.port: expected number, got "80"'])
+      const [provider] = yield* problemsOf({ upstreams: { x: { provider: "gemini", model: "m" } } })
+      assert.match(provider!, /^upstreams\.x\.provider: expected one of "simulated" \| "openai".*got "gemini"$/)
+    })
+  )
+
+  it.effect("suggests the field meant by an unknown one", () =>
+    Effect.gen(function* () {
+      const [problem] = yield* problemsOf({ retry: { attemps: 2 } })
+      assert.match(
+        problem!,
+        /^retry\.attemps: unknown field; did you mean "attempts"\? Allowed here: attempts, baseDelay/
+      )
+      const [top] = yield* problemsOf({ modles: {} })
+      assert.match(top!, /^modles: unknown field; did you mean "models"\?/)
+    })
+  )
+
+  it.effect("checks references between sections", () =>
+    Effect.gen(function* () {
+      const problems = yield* problemsOf({
+        upstreams: {
+          claude: { provider: "anthropic", model: "claude-x" },
+          local: { provider: "openai-compatible", model: "m" }
+        },
+        models: { chat: { upstream: "claud", fallbacks: [{ upstream: "nope" }] } },
+        keys: [
+          { name: "a", sha256: "0".repeat(64), models: ["chta"] },
+          { name: "a", sha256: "1".repeat(64) }
+        ]
+      })
+      assert.deepStrictEqual(problems, [
+        'models.chat.upstream: "claud" is not a configured upstream; did you mean "claude"? use one of: claude, local, simulated (or add it under "upstreams")',
+        'models.chat.fallbacks[0].upstream: "nope" is not a configured upstream; use one of: claude, local, simulated (or add it under "upstreams")',
+        'keys[0].models[0]: "chta" is not a configured model; use one of: chat',
+        'keys[1].name: "a" is used twice; key names must be unique',
+        'upstreams.local.baseUrl: required for provider "openai-compatible" (e.g. "http://127.0.0.1:11434/v1" for Ollama)'
+      ])
+    })
+  )
+
+  it.effect("reports every problem at once, and JSON syntax errors", () =>
+    Effect.gen(function* () {
+      assert.strictEqual(
+        (yield* problemsOf({ retry: { attempts: 0, jitter: "yes" }, cache: { capacity: -1 } })).length,
+        3
+      )
+      const error = yield* Effect.flip(RoadcarConfig.decodeJson("{ retry: 1 }", "roadcar.config.json"))
+      assert.match(error.message, /^invalid configuration in roadcar\.config\.json:\n {2}- not valid JSON/)
+    })
+  )
+})
+
+describe("Roadcar", () => {
+  const config = {
+    upstreams: {
+      flaky: {
+        provider: "simulated",
+        model: "flaky-1",
+        faults: { failFirst: 5, kinds: [{ kind: "unavailable", status: 503 }] }
+      },
+      steady: { provider: "simulated", model: "steady-1" },
+      openai: { provider: "openai", model: "gpt-4o-mini", apiKey: { env: "ROADCAR_TEST_OPENAI_KEY" } }
+    },
+    models: {
+      chat: { upstream: "flaky", fallbacks: [{ upstream: "steady" }] },
+      safe: { upstream: "flaky", staticAnswer: "Please try again." }
+    },
+    retry: { jitter: false, baseDelay: "10 millis" }
+  }
+
+  it.effect("builds one pipeline per public model with its fallback chain", () =>
+    Effect.gen(function* () {
+      const decoded = yield* RoadcarConfig.decode(config)
+      const roadcar = yield* Roadcar.make(decoded)
+      assert.deepStrictEqual([...roadcar.models.keys()], ["chat", "safe"])
+      assert.deepStrictEqual([...roadcar.upstreams.keys()], ["simulated", "flaky", "steady", "openai"])
+      const fiber = yield* Effect.forkChild(
+        roadcar.models.get("chat")!.complete({ model: "chat", messages: [{ role: "user", content: "hi" }] })
+      )
+      yield* TestClock.adjust("1 second")
+      const answer = yield* Fiber.join(fiber)
+      assert.strictEqual(answer.meta.upstream, "steady")
+      assert.strictEqual(answer.response.model, "steady-1")
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Layer.mergeAll(Roadcar.layerStages({}), FetchHttpClient.layer)),
+      Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: { ROADCAR_TEST_OPENAI_KEY: "sk-test" } })))
+    )
+  )
+
+  it.effect("names a missing secret's environment variable", () =>
+    Effect.gen(function* () {
+      const decoded = yield* RoadcarConfig.decode(config)
+      const error = yield* Effect.flip(Roadcar.make(decoded))
+      assert.deepStrictEqual(error.problems, [
+        "upstreams.openai.apiKey: the environment variable ROADCAR_TEST_OPENAI_KEY is not set; export it before starting"
+      ])
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Layer.mergeAll(Roadcar.layerStages({}), FetchHttpClient.layer)),
+      Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} })))
+    )
+  )
+
+  it("collects each key's own rate limits after the global ones", () => {
+    const rules = Roadcar.rateLimitRules({
+      rateLimit: { rules: [{ by: "global", requests: { limit: 100, window: "1 minute" } }] },
+      keys: [
+        {
+          name: "team-a",
+          sha256: "0".repeat(64),
+          rateLimit: [{ by: "key", tokens: { limit: 1000, window: "1 minute" } }]
+        }
+      ]
+    })
+    assert.deepStrictEqual(rules, [
+      { by: "global", requests: { limit: 100, window: "1 minute" } },
+      { by: "key", tokens: { limit: 1000, window: "1 minute" }, forKey: "team-a" }
+    ])
+  })
+})
