@@ -319,15 +319,32 @@ export const assembleChunks = (chunks: ReadonlyArray<ChatChunk>, fallbackUsage?:
   let content = ""
   let finish: FinishReason | null = null
   let chunkUsage: Usage | undefined
-  const toolCalls: Array<ToolCall> = []
+  // Tool calls stream in pieces keyed by `index`: the first piece has id, type and name, later pieces
+  // append to the arguments.
+  const toolCalls = new Map<number, { id?: string; type?: string; name?: string; arguments: string }>()
   for (const chunk of chunks) {
     if (chunk.usage) chunkUsage = chunk.usage
     const choice = chunk.choices[0]
     if (!choice) continue
     if (choice.delta.content) content += choice.delta.content
-    if (choice.delta.tool_calls) toolCalls.push(...choice.delta.tool_calls)
+    for (const [position, piece] of (choice.delta.tool_calls ?? []).entries()) {
+      const index = piece.index ?? position
+      const call = toolCalls.get(index) ?? { arguments: "" }
+      if (piece.id !== undefined) call.id = piece.id
+      if (piece.type !== undefined) call.type = piece.type
+      if (piece.function?.name !== undefined) call.name = piece.function.name
+      if (piece.function?.arguments !== undefined) call.arguments += piece.function.arguments
+      toolCalls.set(index, call)
+    }
     if (choice.finish_reason) finish = choice.finish_reason
   }
+  const calls: Array<ToolCall> = [...toolCalls.entries()]
+    .sort(([a], [b]) => a - b)
+    .map(([, call]) => ({
+      ...(call.id !== undefined ? { id: call.id } : {}),
+      type: call.type ?? "function",
+      function: { ...(call.name !== undefined ? { name: call.name } : {}), arguments: call.arguments }
+    }))
   return {
     id: first?.id ?? "chatcmpl-empty",
     object: "chat.completion",
@@ -337,8 +354,8 @@ export const assembleChunks = (chunks: ReadonlyArray<ChatChunk>, fallbackUsage?:
       {
         index: 0,
         message:
-          toolCalls.length > 0
-            ? { role: "assistant", content: content.length > 0 ? content : null, tool_calls: toolCalls }
+          calls.length > 0
+            ? { role: "assistant", content: content.length > 0 ? content : null, tool_calls: calls }
             : { role: "assistant", content },
         finish_reason: finish
       }
@@ -369,10 +386,11 @@ export const responseToChunks = (response: ChatResponse): Array<ChatChunk> => {
     chunks.push({ ...base, model: response.model, choices: [{ index: 0, delta: { content }, finish_reason: null }] })
   }
   if (choice?.message.tool_calls) {
+    const toolCalls = choice.message.tool_calls.map((call, index) => ({ ...call, index }))
     chunks.push({
       ...base,
       model: response.model,
-      choices: [{ index: 0, delta: { tool_calls: choice.message.tool_calls }, finish_reason: null }]
+      choices: [{ index: 0, delta: { tool_calls: toolCalls }, finish_reason: null }]
     })
   }
   chunks.push({

@@ -1,0 +1,165 @@
+/**
+ * An upstream for Anthropic's Messages API (`POST /v1/messages`), speaking Roadcar's chat contract.
+ *
+ * `make` builds an `Upstream` on the `HttpClient` in context. Requests are converted with
+ * `AnthropicMessages.toMessagesRequest` (system messages to `system`, `max_tokens` always set, tools
+ * best-effort), answers and stream events are converted back to chat responses and chunks, and every
+ * failure becomes an `UpstreamError` reason (529 `overloaded_error` → `Unavailable`, "prompt is too
+ * long" → `ContextLengthExceeded`, ...). No timeouts of its own: the pipeline owns them.
+ *
+ * @since 0.1.0
+ */
+import * as Clock from "effect/Clock"
+import * as Effect from "effect/Effect"
+import * as HttpClient from "effect/http/HttpClient"
+import * as HttpClientRequest from "effect/http/HttpClientRequest"
+import * as Redacted from "effect/Redacted"
+import * as Result from "effect/Result"
+import * as Stream from "effect/Stream"
+import * as ChatCompletion from "../ChatCompletion.ts"
+import * as Endpoint from "../internal/http/Endpoint.ts"
+import * as Errors from "../internal/http/Errors.ts"
+import * as EventStream from "../internal/http/EventStream.ts"
+import * as Exchange from "../internal/http/Exchange.ts"
+import type { Upstream } from "../Upstream.ts"
+import * as UpstreamError from "../UpstreamError.ts"
+import * as AnthropicMessages from "./AnthropicMessages.ts"
+
+/**
+ * How to reach Anthropic (or a server speaking its Messages API).
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export interface Options {
+  /** The upstream's unique name (breakers, logs and metrics use it). */
+  readonly name: string
+  /** The API root; defaults to `"https://api.anthropic.com/v1"`. */
+  readonly baseUrl?: string | undefined
+  /** The model the upstream is asked for, e.g. `"claude-sonnet-4-5"`. */
+  readonly model: string
+  /** Sent as `x-api-key`. */
+  readonly apiKey: Redacted.Redacted<string>
+  /** The `anthropic-version` header; defaults to `"2023-06-01"`. */
+  readonly version?: string | undefined
+  /** `max_tokens` when the request sets neither `max_completion_tokens` nor `max_tokens`; defaults to 4096. */
+  readonly maxTokensDefault?: number | undefined
+  /** Extra headers on every request (e.g. `anthropic-beta`). */
+  readonly headers?: Readonly<Record<string, string>> | undefined
+}
+
+/**
+ * Builds an upstream for Anthropic's Messages API.
+ *
+ * **Details**
+ *
+ * - JSON: text blocks are joined into `content`, `tool_use` blocks become `tool_calls`; `stop_reason`
+ *   maps `end_turn`/`stop_sequence` → `stop`, `max_tokens` → `length`, `tool_use` → `tool_calls`,
+ *   `refusal` → `content_filter`; usage counts cache reads and writes as prompt tokens.
+ * - Streaming: chunks flow as events arrive (`message_start` → role chunk, `text_delta` → content,
+ *   `message_delta` → finish chunk with usage, `message_stop` → end; `ping` skipped; an `error`
+ *   event fails with its mapped reason). A body that ends after `message_delta` but without
+ *   `message_stop` is complete; one that ends before is cut (`MalformedOutput` or `ConnectionFailed`).
+ * - Errors: 429 → `RateLimited` (hint from `Retry-After`, then `anthropic-ratelimit-*-reset`), 5xx
+ *   and 529 → `Unavailable`, 401/403 → `Authentication`, "prompt is too long" →
+ *   `ContextLengthExceeded`, content filtering → `ContentFiltered`, other 4xx → `BadRequest`.
+ * - Tools are passed through best-effort (see `AnthropicMessages.toMessagesRequest`).
+ *
+ * **Example** (Claude)
+ *
+ * ```ts
+ * import { Effect, Redacted } from "effect"
+ * import { FetchHttpClient } from "effect/http"
+ * import { Anthropic } from "@roadcar/core"
+ *
+ * const program = Effect.gen(function*() {
+ *   const upstream = yield* Anthropic.make({
+ *     name: "claude",
+ *     model: "claude-sonnet-4-5",
+ *     apiKey: Redacted.make(process.env.ANTHROPIC_API_KEY ?? "")
+ *   })
+ *   const answer = yield* upstream.complete({ model: "chat", messages: [{ role: "user", content: "Hi" }] })
+ *   return answer.choices[0]?.finish_reason
+ * })
+ * await Effect.runPromise(program.pipe(Effect.provide(FetchHttpClient.layer))) // => "stop"
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const make = Effect.fnUntraced(function* (options: Options) {
+  const client = yield* HttpClient.HttpClient
+  const endpoint = Endpoint.resolve(options.baseUrl ?? "https://api.anthropic.com/v1", "/messages")
+  if (endpoint === undefined) {
+    return yield* Effect.die(new Error(`Anthropic.make(${options.name}): baseUrl is not an http(s) URL`))
+  }
+  const maxTokensDefault = options.maxTokensDefault ?? 4096
+  const scrub = Errors.makeScrub([options.apiKey])
+  const attributes = {
+    "gen_ai.provider.name": "anthropic",
+    "gen_ai.request.model": options.model,
+    "server.address": endpoint.server.address,
+    "server.port": endpoint.server.port,
+    "roadcar.upstream": options.name
+  }
+
+  const base = HttpClientRequest.post(endpoint.url).pipe(
+    HttpClientRequest.setHeaders(options.headers ?? {}),
+    HttpClientRequest.setHeaders({
+      "x-api-key": Redacted.value(options.apiKey),
+      "anthropic-version": options.version ?? "2023-06-01"
+    })
+  )
+  const httpRequest = (request: ChatCompletion.ChatRequest, stream: boolean) =>
+    base.pipe(
+      HttpClientRequest.accept(stream ? "text/event-stream" : "application/json"),
+      HttpClientRequest.bodyJsonUnsafe(
+        AnthropicMessages.toMessagesRequest(request, { model: options.model, maxTokensDefault, stream })
+      )
+    )
+  const fail = (reason: UpstreamError.Reason) => UpstreamError.make(options.name, reason)
+
+  const decodeMessage = (text: string, now: number): Result.Result<ChatCompletion.ChatResponse, UpstreamError.Reason> =>
+    Result.flatMap(Exchange.parseJson(text, "the response body"), (json) =>
+      Result.map(Exchange.decodeJson(AnthropicMessages.MessageResponse, json, "the response body"), (message) =>
+        AnthropicMessages.toChatResponse(message, { model: options.model, now })
+      )
+    )
+
+  const complete = Effect.fn("Anthropic.complete", { attributes })(function* (request: ChatCompletion.ChatRequest) {
+    const response = yield* Exchange.send(client, httpRequest(request, false), scrub)
+    const text = yield* Exchange.readText(response, scrub)
+    const now = yield* Clock.currentTimeMillis
+    return yield* Effect.fromResult(decodeMessage(text, now))
+  }, Effect.mapError(fail))
+
+  const stream = (
+    request: ChatCompletion.ChatRequest
+  ): Stream.Stream<ChatCompletion.ChatChunk, UpstreamError.UpstreamError> =>
+    Stream.unwrap(
+      Effect.gen(function* () {
+        const response = yield* Exchange.send(client, httpRequest(request, true), scrub)
+        const now = yield* Clock.currentTimeMillis
+        if (!Exchange.isEventStream(response)) {
+          const text = yield* Exchange.readText(response, scrub)
+          const answer = yield* Effect.fromResult(decodeMessage(text, now))
+          return Stream.fromIterable(ChatCompletion.responseToChunks(answer))
+        }
+        return EventStream.decode(
+          response.stream,
+          AnthropicMessages.makeEventDecoder({ model: options.model, now }, scrub),
+          (error) => Errors.reasonFromHttpClientError(error, scrub)
+        )
+      })
+    ).pipe(Stream.mapError(fail), Stream.withSpan("Anthropic.stream", { attributes }))
+
+  const upstream: Upstream = {
+    name: options.name,
+    provider: "anthropic",
+    model: options.model,
+    server: endpoint.server,
+    complete,
+    stream
+  }
+  return upstream
+})
