@@ -1,5 +1,13 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Breaker, Monitor, Pipeline, ResponseCache, type UpstreamError } from "@roadcar/core"
+import {
+  Breaker,
+  type ChatCompletion,
+  Monitor,
+  Pipeline,
+  ResponseCache,
+  Simulated,
+  type UpstreamError
+} from "@roadcar/core"
 import { Duration, Effect, Exit, Fiber, Layer, Stream } from "effect"
 import { TestClock } from "effect/testing"
 import { badRequest, rateLimited, request, scripted, unavailable } from "./utils/Scripted.ts"
@@ -327,6 +335,62 @@ describe("Pipeline", () => {
         assert.isTrue(chunks.length > 0)
         assert.strictEqual(fallback.calls[0], 3000)
       }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
+
+    it.effect("a stream cut after its first chunk fails in the stream, never passing as complete", () =>
+      Effect.gen(function* () {
+        const primary = yield* Simulated.make({
+          name: "primary",
+          wordsPerChunk: 1,
+          faults: Simulated.always(Simulated.SimulatedFault.CutMidStream({ afterChunks: 3 }))
+        })
+        const fallback = scripted("fallback", [])
+        const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }, { upstream: fallback }] })
+        const answer = yield* pipeline.stream(request())
+        assert.strictEqual(answer.meta.upstream, "primary")
+        const error = yield* Effect.flip(Stream.runCollect(answer.chunks))
+        assert.strictEqual(error._tag, "UpstreamError")
+        assert.strictEqual(fallback.calls.length, 0, "after the first chunk the answer is not restarted elsewhere")
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
+
+    it.effect("a stalled stream fails with a chunk-gap timeout", () =>
+      Effect.gen(function* () {
+        const primary = yield* Simulated.make({
+          name: "primary",
+          faults: Simulated.always(Simulated.SimulatedFault.StallStream({ afterChunks: 2 }))
+        })
+        const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }], timeouts: { chunkGap: "2 seconds" } })
+        const fiber = yield* Effect.forkChild(
+          pipeline.stream(request()).pipe(
+            Effect.flatMap((answer) => Effect.flip(Stream.runCollect(answer.chunks))),
+            Effect.scoped
+          )
+        )
+        yield* TestClock.adjust("2 seconds")
+        const error = yield* Fiber.join(fiber)
+        assert.strictEqual(error.reason._tag, "TimedOut")
+        if (error.reason._tag === "TimedOut") assert.strictEqual(error.reason.phase, "chunk-gap")
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
+
+    it.effect("a completed stream is cached and replayed to the next streaming or JSON request", () =>
+      Effect.gen(function* () {
+        const primary = yield* Simulated.make({ name: "primary" })
+        const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }] })
+        const first = yield* pipeline.stream(request("cache me"))
+        const firstChunks = yield* Stream.runCollect(first.chunks)
+        const second = yield* pipeline.stream(request("cache me"))
+        assert.isTrue(second.meta.cacheHit)
+        const secondChunks = yield* Stream.runCollect(second.chunks)
+        const text = (chunks: ReadonlyArray<ChatCompletion.ChatChunk>) =>
+          chunks.map((chunk) => chunk.choices[0]?.delta.content ?? "").join("")
+        assert.strictEqual(text(secondChunks), text(firstChunks))
+        const json = yield* pipeline.complete(request("cache me"))
+        assert.isTrue(json.meta.cacheHit)
+        assert.strictEqual(json.response.choices[0]?.message.content, text(firstChunks))
+        assert.strictEqual(yield* primary.calls, 1)
+      }).pipe(Effect.scoped, Effect.provide(Layer.merge(Stages, ResponseCache.layer())))
     )
   })
 })
