@@ -28,6 +28,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
@@ -41,6 +42,7 @@ import {
   responseToChunks,
   type Usage
 } from "./ChatCompletion.ts"
+import * as Metrics from "./Metrics.ts"
 import { Monitor } from "./Monitor.ts"
 import { type Identity, RateLimit, type RateLimitRejected, type Reservation } from "./RateLimit.ts"
 import { ResponseCache } from "./ResponseCache.ts"
@@ -82,6 +84,10 @@ export interface Options {
   readonly steps: readonly [Step, ...Array<Step>]
   /** A graceful answer of last resort (assistant text) when every step failed; not cached. */
   readonly staticAnswer?: string | undefined
+  /** The public model name this pipeline serves: the `model` label of its metrics (default `"default"`). */
+  readonly name?: string | undefined
+  /** Record prompts and completions on the attempt spans (`gen_ai.input.messages`, `gen_ai.output.messages`); off by default. */
+  readonly recordContent?: boolean | undefined
   readonly retry?: Partial<Retry.Options> | undefined
   readonly timeouts?: Partial<Timeouts.Options> | undefined
 }
@@ -272,6 +278,8 @@ export const make = <const O extends Options>(
       retry: { ...Retry.defaults, ...options.retry, ...step.retry } satisfies Retry.Options
     }))
     const upstreamByName = new Map(steps.map((step) => [step.upstream.name, step.upstream]))
+    const modelLabel = options.name ?? "default"
+    const recordContent = options.recordContent === true
 
     // Breaker transitions reach the log and the monitor.
     yield* breaker.transitions.pipe(
@@ -279,7 +287,13 @@ export const make = <const O extends Options>(
         const upstream = Breaker.upstreamOf(transition.key)
         if (!upstreamByName.has(upstream)) return Effect.void
         const line = Effect.logWarning(`circuit ${transition.from} -> ${transition.to}`).pipe(
-          Effect.annotateLogs({ upstream, circuit: transition.to })
+          Effect.annotateLogs({ upstream, circuit: transition.to }),
+          Effect.andThen(
+            Metric.update(
+              Metric.withAttributes(Metrics.breakerState, { upstream }),
+              transition.to === "Open" ? 2 : transition.to === "HalfOpen" ? 1 : 0
+            )
+          )
         )
         if (transition.to === "Open") return Effect.andThen(line, monitor.breakerOpened(upstream))
         if (transition.to === "Closed") return Effect.andThen(line, monitor.breakerClosed(upstream))
@@ -317,7 +331,22 @@ export const make = <const O extends Options>(
               deadline: state.deadline,
               onRetry: (event) =>
                 Effect.logInfo(Retry.describe(event)).pipe(
-                  Effect.annotateLogs({ request_id: state.requestId, upstream: step.upstream.name })
+                  Effect.annotateLogs({ request_id: state.requestId, upstream: step.upstream.name }),
+                  Effect.andThen(
+                    Metrics.spanEvent("roadcar.retry", {
+                      "roadcar.retry": event.retry,
+                      "roadcar.retry.delay_ms": Math.round(Duration.toMillis(event.delay)),
+                      "roadcar.upstream": step.upstream.name,
+                      "error.type": event.error.reason._tag,
+                      "roadcar.reason": event.error.reason.description
+                    })
+                  ),
+                  Effect.andThen(
+                    Metrics.increment(Metrics.retries, {
+                      upstream: step.upstream.name,
+                      reason: event.error.reason._tag
+                    })
+                  )
                 )
             })
           )
@@ -329,29 +358,121 @@ export const make = <const O extends Options>(
         Duration.min(limit, Duration.millis(Math.max(0, state.deadline - now)))
       )
 
-    const completeAttempt = (state: RequestState, upstream: Upstream, request: ChatRequest) =>
-      Effect.suspend(() => {
-        state.attempts++
-        return attemptBudget(state, attemptTimeout).pipe(
-          Effect.flatMap((budget) => Timeouts.limit(upstream.complete(request), upstream.name, "attempt", budget)),
-          Effect.tapError(onFailedAttempt(state, upstream)),
-          Effect.withSpan(`chat ${upstream.model}`, {
-            kind: "client",
-            attributes: {
-              "gen_ai.operation.name": "chat",
-              "gen_ai.provider.name": upstream.provider,
-              "gen_ai.request.model": upstream.model,
-              "roadcar.upstream": upstream.name,
-              "roadcar.attempt": state.attempts
-            }
-          })
+    // The GenAI attributes of an attempt span, and of its duration metric.
+    const requestAttributes = (state: RequestState, upstream: Upstream, request: ChatRequest) => {
+      const attributes: Record<string, unknown> = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": upstream.provider,
+        "gen_ai.request.model": upstream.model,
+        "roadcar.upstream": upstream.name,
+        "roadcar.attempt": state.attempts,
+        "roadcar.request_id": state.requestId
+      }
+      if (upstream.server) {
+        attributes["server.address"] = upstream.server.address
+        attributes["server.port"] = upstream.server.port
+      }
+      if (request.temperature !== undefined) attributes["gen_ai.request.temperature"] = request.temperature
+      if (request.top_p !== undefined) attributes["gen_ai.request.top_p"] = request.top_p
+      const maxTokens = request.max_completion_tokens ?? request.max_tokens
+      if (maxTokens !== undefined) attributes["gen_ai.request.max_tokens"] = maxTokens
+      if (request.seed !== undefined) attributes["gen_ai.request.seed"] = request.seed
+      if (request.presence_penalty !== undefined)
+        attributes["gen_ai.request.presence_penalty"] = request.presence_penalty
+      if (request.frequency_penalty !== undefined) {
+        attributes["gen_ai.request.frequency_penalty"] = request.frequency_penalty
+      }
+      if (request.stop !== undefined && request.stop !== null) {
+        attributes["gen_ai.request.stop_sequences"] = typeof request.stop === "string" ? [request.stop] : request.stop
+      }
+      if (recordContent) attributes["gen_ai.input.messages"] = JSON.stringify(request.messages)
+      return attributes
+    }
+
+    const metricAttributes = (upstream: Upstream): Record<string, string> => ({
+      "gen_ai.operation.name": "chat",
+      "gen_ai.provider.name": upstream.provider,
+      "gen_ai.request.model": upstream.model,
+      ...(upstream.server ? { "server.address": upstream.server.address } : {})
+    })
+
+    // Records the outcome of one attempt on its span and in the GenAI metrics.
+    const observeAttempt = (upstream: Upstream, startedAt: number) =>
+      Effect.fnUntraced(function* (exit: Exit.Exit<ChatResponse | Opened, UpstreamError>) {
+        const seconds = ((yield* Clock.currentTimeMillis) - startedAt) / 1000
+        const labels = metricAttributes(upstream)
+        if (Exit.isFailure(exit)) {
+          const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
+          const errorType = error ? error.reason._tag : "interrupted"
+          yield* Effect.annotateCurrentSpan({ "error.type": errorType })
+          yield* Metrics.record(Metrics.operationDuration, { ...labels, "error.type": errorType }, seconds)
+          return
+        }
+        const value = exit.value
+        if ("head" in value) {
+          yield* Metrics.record(Metrics.timeToFirstChunk, labels, seconds)
+          const first = value.head[0]
+          if (first)
+            yield* Effect.annotateCurrentSpan({ "gen_ai.response.id": first.id, "gen_ai.response.model": first.model })
+          return
+        }
+        const usage = value.usage
+        yield* Effect.annotateCurrentSpan({
+          "gen_ai.response.id": value.id,
+          "gen_ai.response.model": value.model,
+          "gen_ai.response.finish_reasons": value.choices.map((choice) => choice.finish_reason ?? "unknown"),
+          "gen_ai.usage.input_tokens": usage.prompt_tokens,
+          "gen_ai.usage.output_tokens": usage.completion_tokens,
+          ...(recordContent ? { "gen_ai.output.messages": JSON.stringify(value.choices.map((c) => c.message)) } : {})
+        })
+        const responseLabels = { ...labels, "gen_ai.response.model": value.model }
+        yield* Metrics.record(Metrics.operationDuration, responseLabels, seconds)
+        yield* Metrics.record(
+          Metrics.tokenUsage,
+          { ...responseLabels, "gen_ai.token.type": "input" },
+          usage.prompt_tokens
+        )
+        yield* Metrics.record(
+          Metrics.tokenUsage,
+          { ...responseLabels, "gen_ai.token.type": "output" },
+          usage.completion_tokens
         )
       })
 
-    const openAttempt = (state: RequestState, upstream: Upstream, request: ChatRequest, scope: Scope.Scope) =>
+    const instrumentAttempt = <A extends ChatResponse | Opened>(
+      state: RequestState,
+      upstream: Upstream,
+      request: ChatRequest,
+      attempt: Effect.Effect<A, UpstreamError>
+    ): Effect.Effect<A, UpstreamError> =>
       Effect.suspend(() => {
         state.attempts++
-        return Effect.gen(function* () {
+        const attributes = requestAttributes(state, upstream, request)
+        return Effect.flatMap(Clock.currentTimeMillis, (startedAt) =>
+          attempt.pipe(
+            Effect.onExit((exit: Exit.Exit<A, UpstreamError>) => observeAttempt(upstream, startedAt)(exit)),
+            Effect.tapError(onFailedAttempt(state, upstream)),
+            Effect.withSpan(`chat ${upstream.model}`, { kind: "client", attributes })
+          )
+        )
+      })
+
+    const completeAttempt = (state: RequestState, upstream: Upstream, request: ChatRequest) =>
+      instrumentAttempt(
+        state,
+        upstream,
+        request,
+        attemptBudget(state, attemptTimeout).pipe(
+          Effect.flatMap((budget) => Timeouts.limit(upstream.complete(request), upstream.name, "attempt", budget))
+        )
+      )
+
+    const openAttempt = (state: RequestState, upstream: Upstream, request: ChatRequest, scope: Scope.Scope) =>
+      instrumentAttempt(
+        state,
+        upstream,
+        request,
+        Effect.gen(function* () {
           const attemptScope = yield* Scope.fork(scope)
           const budget = yield* attemptBudget(state, firstChunkTimeout)
           const pull = yield* Stream.toPull(upstream.stream(request)).pipe(Scope.provide(attemptScope))
@@ -386,8 +507,8 @@ export const make = <const O extends Options>(
             )
           ).pipe(Stream.ensuring(Scope.close(attemptScope, Exit.void)))
           return { head, rest } satisfies Opened
-        }).pipe(Effect.tapError(onFailedAttempt(state, upstream)))
-      })
+        })
+      )
 
     // Adds the time an effect takes to the request's upstream time.
     const timed =
@@ -415,6 +536,9 @@ export const make = <const O extends Options>(
         const upstreamRequest = request
         return withRetry(state, step, attempt(step.upstream, upstreamRequest)).pipe(
           timed(state),
+          Effect.withSpan("roadcar.step", {
+            attributes: { "roadcar.step": index, "roadcar.upstream": step.upstream.name }
+          }),
           Effect.map((value) => ({ value, upstream: step.upstream })),
           Effect.catch((error) => {
             for (let next = index + 1; next < steps.length; next++) {
@@ -430,6 +554,21 @@ export const make = <const O extends Options>(
                 }
                 return Effect.logWarning(`fallback to ${candidate.upstream.name}: ${error.message}`).pipe(
                   Effect.annotateLogs({ request_id: state.requestId }),
+                  Effect.andThen(
+                    Metrics.spanEvent("roadcar.fallback", {
+                      "roadcar.fallback.to": candidate.upstream.name,
+                      "roadcar.fallback.from": step.upstream.name,
+                      "error.type": error.reason._tag,
+                      "roadcar.reason": error.reason.description
+                    })
+                  ),
+                  Effect.andThen(
+                    Metrics.increment(Metrics.fallbacks, {
+                      model: modelLabel,
+                      upstream: candidate.upstream.name,
+                      reason: error.reason._tag
+                    })
+                  ),
                   Effect.andThen(runStep(next))
                 )
               })
@@ -468,6 +607,11 @@ export const make = <const O extends Options>(
             ? "rejected"
             : "error"
         if (reservation && rateLimit._tag === "Some") yield* rateLimit.value.settle(reservation, success?.usage)
+        const labels = { model: modelLabel, outcome }
+        yield* Metrics.increment(Metrics.requests, labels)
+        yield* Metrics.record(Metrics.requestDuration, labels, latencyMs / 1000)
+        yield* Metric.modify(Metric.withAttributes(Metrics.inFlight, { model: modelLabel }), -1)
+        yield* Effect.annotateCurrentSpan({ "roadcar.outcome": outcome, "roadcar.attempts": state.attempts })
         const span = yield* Effect.option(Effect.currentSpan)
         yield* monitor.requestFinished({
           requestId: state.requestId,
@@ -512,14 +656,39 @@ export const make = <const O extends Options>(
           step: 0,
           fallback: undefined
         }
-        yield* monitor.requestStarted(state.requestId, state.model)
+        const span = yield* Effect.option(Effect.currentSpan)
+        yield* monitor.requestStarted(
+          state.requestId,
+          state.model,
+          span._tag === "Some" ? span.value.traceId : undefined
+        )
+        yield* Metric.modify(Metric.withAttributes(Metrics.inFlight, { model: modelLabel }), 1)
+        yield* Effect.annotateCurrentSpan({ "roadcar.request_id": state.requestId })
         return { state, started, identity: { key: options?.key, user: options?.user } satisfies Identity }
       })
 
     const admit = (request: ChatRequest, identity: Identity) =>
       rateLimit._tag === "Some"
-        ? Effect.map(rateLimit.value.admit(request, identity).pipe(Effect.withSpan("roadcar.rate_limit")), Option.some)
+        ? rateLimit.value.admit(request, identity).pipe(
+            Effect.tapError((rejected) =>
+              Effect.andThen(
+                Metrics.spanEvent("roadcar.rate_limited", {
+                  "roadcar.rate_limit.limit": rejected.limit,
+                  "roadcar.rate_limit.retry_after_ms": Math.ceil(Duration.toMillis(rejected.retryAfter))
+                }),
+                Metrics.increment(Metrics.rateLimited, { model: modelLabel, limit: rejected.limit })
+              )
+            ),
+            Effect.withSpan("roadcar.rate_limit"),
+            Effect.map(Option.some)
+          )
         : Effect.succeed(Option.none<Reservation>())
+
+    const observeCache = (hit: boolean) =>
+      Effect.andThen(
+        Metrics.spanEvent(hit ? "roadcar.cache.hit" : "roadcar.cache.miss", {}),
+        Metrics.increment(Metrics.cacheLookups, { model: modelLabel, result: hit ? "hit" : "miss" })
+      )
 
     const metaOf = (state: RequestState, upstream: Upstream | undefined, cacheHit: boolean): AnswerMeta => ({
       requestId: state.requestId,
@@ -545,6 +714,16 @@ export const make = <const O extends Options>(
           yield* Effect.logWarning(`static answer: ${error.message}`).pipe(
             Effect.annotateLogs({ request_id: state.requestId })
           )
+          yield* Metrics.spanEvent("roadcar.fallback", {
+            "roadcar.fallback.to": staticUpstream,
+            "error.type": error.reason._tag,
+            "roadcar.reason": error.reason.description
+          })
+          yield* Metrics.increment(Metrics.fallbacks, {
+            model: modelLabel,
+            upstream: staticUpstream,
+            reason: error.reason._tag
+          })
           return onStatic(staticResponse(request, content, yield* Clock.currentTimeMillis))
         })
       }
@@ -562,7 +741,10 @@ export const make = <const O extends Options>(
           ).pipe(Effect.map(({ upstream, value }) => ({ response: value, upstream: upstream.name, cacheable: true })))
           const looked =
             cache._tag === "Some"
-              ? yield* cache.value.lookup(request, compute).pipe(Effect.withSpan("roadcar.cache"))
+              ? yield* cache.value.lookup(request, compute).pipe(
+                  Effect.tap((looked) => observeCache(looked.hit)),
+                  Effect.withSpan("roadcar.cache")
+                )
               : { entry: yield* compute, hit: false }
           const upstream = upstreamByName.get(looked.entry.upstream)
           return { response: looked.entry.response, meta: metaOf(state, upstream, looked.hit) } satisfies Answer
@@ -611,7 +793,10 @@ export const make = <const O extends Options>(
         const opened = Effect.gen(function* () {
           reservation = Option.getOrUndefined(yield* admit(request, identity))
           if (cache._tag === "Some") {
-            const hit = yield* cache.value.peek(request)
+            const hit = yield* cache.value.peek(request).pipe(
+              Effect.tap((found) => observeCache(Option.isSome(found))),
+              Effect.withSpan("roadcar.cache")
+            )
             if (Option.isSome(hit)) {
               return {
                 meta: metaOf(state, upstreamByName.get(hit.value.upstream), true),

@@ -169,6 +169,7 @@ export const pipelineOptions = (
     when
   })
   return {
+    name: model,
     steps: [step(entry.upstream), ...(entry.fallbacks ?? []).map((fallback) => step(fallback.upstream, fallback.when))],
     staticAnswer: entry.staticAnswer,
     retry: retryOf(config.retry),
