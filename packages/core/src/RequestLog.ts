@@ -1,5 +1,6 @@
 /**
- * Where Roadcar's log lines go: one JSON object per line, at the configured level.
+ * Where Roadcar's log lines go: one JSON object per line, at the configured level, each carrying the
+ * `trace_id` and `span_id` of the span it was written in.
  *
  * The pipeline writes one line per request (`"message":"request"`, with request id, key name, model
  * asked and model that answered, upstream, latency, status, attempts, cache hit, fallback and reason,
@@ -10,10 +11,29 @@
  *
  * @since 0.1.0
  */
+import * as Context from "effect/Context"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import type * as LogLevel from "effect/LogLevel"
 import * as References from "effect/References"
+import * as Tracer from "effect/Tracer"
+
+/**
+ * The structured line with `trace_id` and `span_id` added when the line was written inside a span.
+ *
+ * @category loggers
+ * @since 0.1.0
+ */
+export const formatJson: Logger.Logger<unknown, string> = Logger.map(
+  Logger.make((options) => {
+    const structured = Logger.formatStructured.log(options)
+    const span = Context.getOption(options.fiber.context, Tracer.ParentSpan)
+    return span._tag === "Some"
+      ? { ...structured, trace_id: span.value.traceId, span_id: span.value.spanId }
+      : structured
+  }),
+  (line) => JSON.stringify(line)
+)
 
 /**
  * JSON lines at `level` and above (default `Info`), also recorded as span events.
@@ -32,6 +52,6 @@ import * as References from "effect/References"
  */
 export const layerJson = (level: LogLevel.LogLevel = "Info"): Layer.Layer<never> =>
   Layer.mergeAll(
-    Logger.layer([Logger.consoleJson, Logger.tracerLogger]),
+    Logger.layer([Logger.withConsoleLog(formatJson), Logger.tracerLogger]),
     Layer.succeed(References.MinimumLogLevel, level)
   )

@@ -77,4 +77,15 @@ describe("RequestLog", () => {
       assert.strictEqual((yield* jsonLines).length, 1)
     }).pipe(Effect.scoped, Effect.provide(Layer.merge(Stages, RequestLog.layerJson("Warn"))))
   )
+
+  it.effect("every line written in a span carries its trace_id and span_id", () =>
+    Effect.gen(function* () {
+      const span = yield* Effect.logInfo("inside").pipe(Effect.andThen(Effect.currentSpan), Effect.withSpan("outer"))
+      yield* Effect.logInfo("outside")
+      const lines = (yield* TestConsole.logLines).map((line) => JSON.parse(String(line)) as Record<string, unknown>)
+      assert.strictEqual(lines[0]!["trace_id"], span.traceId)
+      assert.strictEqual(lines[0]!["span_id"], span.spanId)
+      assert.isUndefined(lines[1]!["trace_id"])
+    }).pipe(Effect.provide(RequestLog.layerJson("Info")))
+  )
 })
