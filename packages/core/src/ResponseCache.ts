@@ -11,6 +11,7 @@
  *
  * @since 0.1.0
  */
+import { createHash } from "node:crypto"
 import * as Cache from "effect/Cache"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -19,8 +20,9 @@ import * as Equal from "effect/Equal"
 import * as Exit from "effect/Exit"
 import * as Hash from "effect/Hash"
 import * as Layer from "effect/Layer"
-import type * as Option from "effect/Option"
-import type { ChatMessage, ChatRequest, ChatResponse } from "./ChatCompletion.ts"
+import * as Option from "effect/Option"
+import * as Schema from "effect/Schema"
+import { type ChatMessage, type ChatRequest, ChatResponse } from "./ChatCompletion.ts"
 
 /**
  * @category options
@@ -51,6 +53,44 @@ export interface Entry {
   /** `false` for answers that must not be served again (the static fallback). */
   readonly cacheable: boolean
 }
+
+/**
+ * The schema of an entry, for stores that serialise it.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export const EntrySchema = Schema.Struct({ response: ChatResponse, upstream: Schema.String, cacheable: Schema.Boolean })
+
+/**
+ * A shared cache store could not answer.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class ResponseCacheStoreError extends Schema.TaggedError<ResponseCacheStoreError>()("ResponseCacheStoreError", {
+  detail: Schema.String
+}) {}
+
+/**
+ * A shared tier behind the in-process cache (Redis, for replicas): consulted on a local miss, written
+ * after a call. Keys are the SHA-256 of the canonical request. A store that fails is skipped: the
+ * request is computed as on a miss (the store's own layer decides how to log and alert).
+ *
+ * @category services
+ * @since 0.1.0
+ */
+export class ResponseCacheStore extends Context.Service<
+  ResponseCacheStore,
+  {
+    readonly get: (key: string) => Effect.Effect<Option.Option<Entry>, ResponseCacheStoreError>
+    readonly set: (
+      key: string,
+      entry: Entry,
+      timeToLive: Duration.Duration
+    ) => Effect.Effect<void, ResponseCacheStoreError>
+  }
+>()("@roadcar/core/ResponseCacheStore") {}
 
 // Fields that never change the answer.
 const ignoredFields = new Set(["stream", "stream_options", "user", "metadata", "store", "service_tier"])
@@ -112,10 +152,12 @@ export const canonicalKey = (request: ChatRequest): string => {
 class Key<E> implements Equal.Equal {
   computed = false
   readonly canonical: string
+  readonly request: ChatRequest | undefined
   readonly compute: Effect.Effect<Entry, E>
-  constructor(canonical: string, compute: Effect.Effect<Entry, E>) {
+  constructor(canonical: string, compute: Effect.Effect<Entry, E>, request?: ChatRequest) {
     this.canonical = canonical
     this.compute = compute
+    this.request = request
   }
   [Equal.symbol](that: Equal.Equal): boolean {
     return that instanceof Key && that.canonical === this.canonical
@@ -166,33 +208,62 @@ export class ResponseCache extends Context.Service<
  */
 export const make = Effect.fnUntraced(function* (options: Options) {
   const timeToLive = Duration.fromInputUnsafe(options.timeToLive)
+  const shared = yield* Effect.serviceOption(ResponseCacheStore)
+  const warn = (what: string) => (error: ResponseCacheStoreError) =>
+    Effect.logWarning(`response cache store ${what} failed: ${error.detail}`)
+  // A local miss asks the shared store first; a computed entry is written back to it.
+  const computeThrough = (key: Key<unknown>): Effect.Effect<Entry, unknown> => {
+    const computeLocal = Effect.suspend(() => {
+      key.computed = true
+      return key.compute
+    })
+    if (shared._tag === "None" || key.request === undefined) return computeLocal
+    const store = shared.value
+    const hash = storeKey(key.request)
+    return store.get(hash).pipe(
+      Effect.catch((error) => Effect.as(warn("read")(error), Option.none<Entry>())),
+      Effect.flatMap((found) =>
+        Option.isSome(found)
+          ? Effect.succeed(found.value)
+          : Effect.tap(computeLocal, (entry) =>
+              entry.cacheable ? store.set(hash, entry, timeToLive).pipe(Effect.catch(warn("write"))) : Effect.void
+            )
+      )
+    )
+  }
   // The lookup's error type is the caller's `E`, erased here and restored in `lookup`: a key's
   // lookup only ever fails with the error of the `compute` effect it carries.
-  const cache = yield* Cache.makeWith(
-    (key: Key<unknown>) =>
-      Effect.suspend(() => {
-        key.computed = true
-        return key.compute
-      }),
-    {
-      capacity: options.capacity,
-      timeToLive: (exit) => (Exit.isSuccess(exit) && exit.value.cacheable ? timeToLive : Duration.zero)
-    }
-  )
+  const cache = yield* Cache.makeWith((key: Key<unknown>) => computeThrough(key), {
+    capacity: options.capacity,
+    timeToLive: (exit) => (Exit.isSuccess(exit) && exit.value.cacheable ? timeToLive : Duration.zero)
+  })
   const lookup = <E>(request: ChatRequest, compute: Effect.Effect<Entry, E>): Effect.Effect<Lookup, E> =>
     Effect.suspend(() => {
-      const key = new Key<unknown>(canonicalKey(request), compute)
+      const key = new Key<unknown>(canonicalKey(request), compute, request)
       return Effect.map(Cache.get(cache, key) as Effect.Effect<Entry, E>, (entry) => ({ entry, hit: !key.computed }))
     })
   return ResponseCache.of({
     lookup,
     peek: (request) =>
-      Cache.getSuccess(cache, new Key<unknown>(canonicalKey(request), Effect.never)) as Effect.Effect<
-        Option.Option<Entry>
-      >,
+      Effect.flatMap(
+        Cache.getSuccess(cache, new Key<unknown>(canonicalKey(request), Effect.never)) as Effect.Effect<
+          Option.Option<Entry>
+        >,
+        (local) =>
+          Option.isSome(local) || shared._tag === "None"
+            ? Effect.succeed(local)
+            : shared.value
+                .get(storeKey(request))
+                .pipe(Effect.catch((error) => Effect.as(warn("read")(error), Option.none<Entry>())))
+      ),
     store: (request, entry) =>
       entry.cacheable
-        ? Cache.set(cache, new Key<unknown>(canonicalKey(request), Effect.succeed(entry)), entry)
+        ? Effect.andThen(
+            Cache.set(cache, new Key<unknown>(canonicalKey(request), Effect.succeed(entry)), entry),
+            shared._tag === "Some"
+              ? shared.value.set(storeKey(request), entry, timeToLive).pipe(Effect.catch(warn("write")))
+              : Effect.void
+          )
         : Effect.void,
     size: Cache.size(cache),
     invalidateAll: Cache.invalidateAll(cache)
@@ -207,3 +278,44 @@ export const make = Effect.fnUntraced(function* (options: Options) {
  */
 export const layer = (options: Options = defaults): Layer.Layer<ResponseCache> =>
   Layer.effect(ResponseCache, make(options))
+
+/**
+ * The key of a request in a shared store: the SHA-256 (hex) of its canonical key.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const storeKey = (request: ChatRequest): string =>
+  createHash("sha256").update(canonicalKey(request)).digest("hex")
+
+/**
+ * A shared store in process memory (entries expire with their time to live): the reference
+ * implementation of `ResponseCacheStore`, for tests and single-process setups that want the two tiers.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerStoreMemory: Layer.Layer<ResponseCacheStore> = Layer.sync(ResponseCacheStore, () => {
+  const entries = new Map<string, { readonly entry: Entry; readonly expiresAt: number }>()
+  return ResponseCacheStore.of({
+    get: (key) =>
+      Effect.map(
+        Effect.clockWith((clock) => Effect.succeed(clock.currentTimeMillisUnsafe())),
+        (now) => {
+          const found = entries.get(key)
+          if (found === undefined) return Option.none()
+          if (found.expiresAt <= now) {
+            entries.delete(key)
+            return Option.none()
+          }
+          return Option.some(found.entry)
+        }
+      ),
+    set: (key, entry, timeToLive) =>
+      Effect.clockWith((clock) =>
+        Effect.sync(() => {
+          entries.set(key, { entry, expiresAt: clock.currentTimeMillisUnsafe() + Duration.toMillis(timeToLive) })
+        })
+      )
+  })
+})

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ChatCompletion, ResponseCache } from "@roadcar/core"
-import { Effect, Schema } from "effect"
+import { Effect, Option, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { request, response } from "./utils/Scripted.ts"
 
@@ -110,5 +110,40 @@ describe("ResponseCache", () => {
       assert.isFalse((yield* cache.lookup(request(), Effect.succeed(entry("real")))).hit)
       assert.isTrue((yield* cache.lookup(request(), Effect.succeed(entry("other")))).hit)
     }).pipe(Effect.provide(ResponseCache.layer()))
+  )
+
+  it.effect("with a shared store, an answer cached by one instance is a hit on another", () =>
+    Effect.gen(function* () {
+      const a = yield* ResponseCache.make({ capacity: 10, timeToLive: "1 minute" })
+      const b = yield* ResponseCache.make({ capacity: 10, timeToLive: "1 minute" })
+      let computed = 0
+      const compute = Effect.sync(() => {
+        computed++
+        return entry(`v${computed}`)
+      })
+      assert.isFalse((yield* a.lookup(request("shared"), compute)).hit)
+      const onB = yield* b.lookup(request("shared"), compute)
+      assert.isTrue(onB.hit)
+      assert.strictEqual(onB.entry.response.choices[0]?.message.content, "v1")
+      assert.strictEqual(computed, 1)
+      yield* a.store(request("streamed"), entry("s"))
+      assert.isTrue(Option.isSome(yield* b.peek(request("streamed"))))
+      yield* TestClock.adjust("61 seconds")
+      assert.isFalse((yield* b.lookup(request("shared"), compute)).hit, "the shared entry expired too")
+    }).pipe(Effect.provide(ResponseCache.layerStoreMemory))
+  )
+
+  it.effect("a failing shared store is skipped: the request is computed", () =>
+    Effect.gen(function* () {
+      const cache = yield* ResponseCache.make({ capacity: 10, timeToLive: "1 minute" })
+      const looked = yield* cache.lookup(request("x"), Effect.succeed(entry("computed")))
+      assert.isFalse(looked.hit)
+      assert.strictEqual(looked.entry.response.choices[0]?.message.content, "computed")
+    }).pipe(
+      Effect.provideService(ResponseCache.ResponseCacheStore, {
+        get: () => Effect.fail(new ResponseCache.ResponseCacheStoreError({ detail: "down" })),
+        set: () => Effect.fail(new ResponseCache.ResponseCacheStoreError({ detail: "down" }))
+      })
+    )
   )
 })
