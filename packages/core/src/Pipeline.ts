@@ -790,6 +790,12 @@ export const make = <const O extends Options>(
             finished = true
             return finish(state, started, identity, reservation, exit)
           })
+        // A stream whose chunks are never run to the end still gets its log line and its
+        // reservation settled when the caller's scope closes.
+        yield* Scope.addFinalizer(
+          scope,
+          Effect.suspend(() => finishOnce(Exit.fail(new Error("the stream was closed before it was read to the end"))))
+        )
         const opened = Effect.gen(function* () {
           reservation = Option.getOrUndefined(yield* admit(request, identity))
           if (cache._tag === "Some") {

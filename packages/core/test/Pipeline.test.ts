@@ -374,6 +374,23 @@ describe("Pipeline", () => {
       }).pipe(Effect.scoped, Effect.provide(Stages))
     )
 
+    it.effect("a stream closed before it was read still finishes its request", () =>
+      Effect.gen(function* () {
+        const finished: Array<Monitor.RequestOutcome> = []
+        const monitor = Monitor.Monitor.of({
+          ...Monitor.noop,
+          requestFinished: (outcome) => Effect.sync(() => finished.push(outcome))
+        })
+        const primary = yield* Simulated.make({ name: "primary" })
+        const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }] }).pipe(
+          Effect.provideService(Monitor.Monitor, monitor)
+        )
+        yield* pipeline.stream(request()).pipe(Effect.scoped)
+        assert.strictEqual(finished.length, 1)
+        assert.strictEqual(finished[0]?.outcome, "error")
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
+
     it.effect("a completed stream is cached and replayed to the next streaming or JSON request", () =>
       Effect.gen(function* () {
         const primary = yield* Simulated.make({ name: "primary" })
