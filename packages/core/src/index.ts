@@ -4,6 +4,7 @@
  * @since 0.1.0
  */
 export * as AlertSink from "./AlertSink.ts"
+export * as AlertWebhook from "./AlertWebhook.ts"
 export * as Breaker from "./Breaker.ts"
 export * as ChatCompletion from "./ChatCompletion.ts"
 export * as LanguageModelUpstream from "./LanguageModelUpstream.ts"
