@@ -1,0 +1,319 @@
+/**
+ * The gateway's HTTP server: routes, the server layer, and an in-process starter for tests.
+ *
+ * Routes: `POST /v1/chat/completions` (`ChatRoute`), `GET /v1/models` (the public models the caller's
+ * key may use, OpenAI list shape), `GET /health` (alive), `GET /ready` (200 when every model has an
+ * upstream whose circuit is not open, else 503 naming them), `GET /metrics` (Prometheus text); any
+ * other path is a 404 and a known path with the wrong method a 405, both as OpenAI error JSON.
+ * `layer` serves them with `@effect/platform-node` on the resolved host and port and drains in-flight
+ * requests (streams included) for up to `server.drainTimeout` when its scope closes (SIGTERM under
+ * `NodeRuntime.runMain`). `start` builds the layer in the current scope and returns the URL: the
+ * programmatic API for tests and embedding.
+ *
+ * @since 0.1.0
+ */
+
+import * as Http from "node:http"
+import { NodeHttpServer } from "@effect/platform-node"
+import type { AlertSink, RoadcarConfig } from "@roadcar/core"
+import * as Cause from "effect/Cause"
+import * as Context from "effect/Context"
+import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
+import * as FetchHttpClient from "effect/http/FetchHttpClient"
+import type * as HttpClient from "effect/http/HttpClient"
+import * as HttpRouter from "effect/http/HttpRouter"
+import * as HttpServer from "effect/http/HttpServer"
+import * as HttpServerError from "effect/http/HttpServerError"
+import * as HttpServerRequest from "effect/http/HttpServerRequest"
+import * as HttpServerResponse from "effect/http/HttpServerResponse"
+import * as Layer from "effect/Layer"
+import * as Metric from "effect/Metric"
+import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
+import type * as Scope from "effect/Scope"
+import * as ApiKeys from "./ApiKeys.ts"
+import * as ChatRoute from "./ChatRoute.ts"
+import { authorize, Gateway, layer as gatewayLayer, readiness, type Service } from "./Gateway.ts"
+import * as GatewayConfig from "./GatewayConfig.ts"
+import * as GatewayError from "./GatewayError.ts"
+
+// =============================================================================
+// Routes
+// =============================================================================
+
+/**
+ * The routes and the methods each accepts (anything else: 405).
+ *
+ * @category routes
+ * @since 0.1.0
+ */
+export const routes: Readonly<Record<string, ReadonlyArray<string>>> = {
+  "/v1/chat/completions": ["POST"],
+  "/v1/models": ["GET"],
+  "/health": ["GET"],
+  "/ready": ["GET"],
+  "/metrics": ["GET"]
+}
+
+const pathOf = (url: string): string => {
+  const end = url.search(/[?#]/)
+  const path = end === -1 ? url : url.slice(0, end)
+  return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path
+}
+
+const modelsHandler = (gateway: Service) =>
+  Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const key = yield* authorize(gateway.keys, request)
+    const data = [...gateway.models.keys()]
+      .filter((model) => ApiKeys.allows(key, model))
+      .map((id) => ({ id, object: "model" as const, created: 0, owned_by: "roadcar" }))
+    return HttpServerResponse.jsonUnsafe({ object: "list", data })
+  }).pipe(Effect.catch((error) => Effect.succeed(GatewayError.toResponse(error))))
+
+const readyHandler = (gateway: Service) =>
+  Effect.map(readiness(gateway), (state) => {
+    const notReady = Object.entries(state.models)
+      .filter(([, model]) => !model.ready)
+      .map(([name]) => name)
+    return HttpServerResponse.jsonUnsafe(
+      state.ready
+        ? { status: "ready", models: state.models }
+        : {
+            status: "not_ready",
+            message: `No upstream with a closed circuit for: ${notReady.join(", ")}`,
+            models: state.models
+          },
+      { status: state.ready ? 200 : 503 }
+    )
+  })
+
+const metricsHandler = Effect.map(PrometheusMetrics.format(), (body) =>
+  HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
+)
+
+const fallbackHandler = Effect.gen(function* () {
+  const request = yield* HttpServerRequest.HttpServerRequest
+  const path = pathOf(request.url)
+  const allowed = routes[path]
+  const error =
+    allowed === undefined
+      ? GatewayError.routeNotFound(request.method, path)
+      : GatewayError.methodNotAllowed(request.method, path, allowed)
+  return GatewayError.toResponse(error)
+})
+
+/**
+ * The routes as a router layer (needs `Gateway`).
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const Routes: Layer.Layer<never, never, HttpRouter.HttpRouter | Gateway> = HttpRouter.use((router) =>
+  Effect.gen(function* () {
+    const gateway = yield* Gateway
+    yield* router.add("POST", "/v1/chat/completions", ChatRoute.handler.pipe(Effect.provideService(Gateway, gateway)))
+    yield* router.add("GET", "/v1/models", modelsHandler(gateway))
+    yield* router.add("GET", "/health", HttpServerResponse.jsonUnsafe({ status: "ok" }))
+    yield* router.add("GET", "/ready", readyHandler(gateway))
+    yield* router.add("GET", "/metrics", metricsHandler)
+    yield* router.add("*", "*", fallbackHandler)
+  })
+)
+
+// A Node server that, once closing, closes each keep-alive connection as soon as its response is
+// done: `server.close()` only closes the connections idle at that moment, and would otherwise wait for
+// the clients' keep-alive timeouts before the drain completes.
+const makeNodeServer = (): Http.Server => {
+  const server = Http.createServer()
+  server.on("request", (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
+    response.once("close", () => {
+      if (!server.listening) setImmediate(() => server.closeIdleConnections())
+    })
+  })
+  return server
+}
+
+// Failures outside the routes (a path the router cannot decode, an unexpected defect) as OpenAI JSON.
+const routerFailure = (cause: Cause.Cause<unknown>) =>
+  Effect.gen(function* () {
+    if (Cause.hasInterruptsOnly(cause)) return yield* Effect.failCause(cause)
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const failure = cause.reasons.find((reason) => reason._tag === "Fail")?.error
+    if (HttpServerError.isHttpServerError(failure)) {
+      if (failure.reason._tag === "RouteNotFound") {
+        return GatewayError.toResponse(GatewayError.routeNotFound(request.method, pathOf(request.url)))
+      }
+      if (failure.reason._tag === "RequestParseError") {
+        return GatewayError.toResponse(GatewayError.invalidRequest("The request could not be read.", null))
+      }
+    }
+    const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
+    yield* Effect.logError("unexpected failure in the gateway", cause).pipe(
+      Effect.annotateLogs({ request_id: requestId })
+    )
+    return GatewayError.toResponse(GatewayError.internal(requestId), { "x-request-id": requestId })
+  })
+
+// The routes on the `HttpServer` in context, every failure answered as OpenAI error JSON.
+const serveRoutes = Layer.unwrap(
+  Effect.map(HttpRouter.toHttpEffect(Routes), (handler) =>
+    HttpServer.serve(handler.pipe(Effect.catchCause(routerFailure)))
+  )
+)
+
+// =============================================================================
+// Layer
+// =============================================================================
+
+/**
+ * How to run a gateway.
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export interface Options {
+  /** A validated config (`RoadcarConfig.decode`, `GatewayConfig.load`). */
+  readonly config: RoadcarConfig.RoadcarConfig
+  /** Overrides the host (else `HOST`, `server.host`, `127.0.0.1`). */
+  readonly host?: string | undefined
+  /** Overrides the port (else `PORT`, `server.port`, `8787`); `0` picks a free port. */
+  readonly port?: number | undefined
+  /** Where `HOST` and `PORT` are read (default `process.env`). */
+  readonly env?: GatewayConfig.Env | undefined
+  /** The HTTP client of the providers (default `FetchHttpClient.layer`). */
+  readonly httpClient?: Layer.Layer<HttpClient.HttpClient> | undefined
+  /** Where the monitor's alerts go (default: the log). */
+  readonly alertSink?: Layer.Layer<AlertSink.AlertSink> | undefined
+  /**
+   * Give this gateway its own metric registry, so its `/metrics` shows its traffic only (default
+   * `false`: the process-wide registry, which an OTLP exporter also reads). Useful in tests.
+   */
+  readonly isolatedMetrics?: boolean | undefined
+}
+
+const logStart = Layer.effectDiscard(
+  Effect.gen(function* () {
+    const server = yield* HttpServer.HttpServer
+    const gateway = yield* Gateway
+    const address = server.address
+    yield* Effect.logInfo("roadcar gateway listening").pipe(
+      Effect.annotateLogs({
+        url: HttpServer.formatAddress(address),
+        host: gateway.settings.host,
+        port: address._tag === "UnixPathAddress" ? null : address.port,
+        models: [...gateway.models.keys()],
+        upstreams: [...gateway.upstreams.values()]
+          .filter((upstream) => [...gateway.models.values()].some((pipeline) => pipeline.upstreams.includes(upstream)))
+          .map((upstream) => `${upstream.name} (${upstream.provider})`),
+        keys: gateway.keys.configured ? (gateway.config.keys ?? []).map((key) => key.name) : []
+      })
+    )
+    yield* Effect.addFinalizer(() =>
+      Effect.logInfo("roadcar gateway stopping: draining in-flight requests").pipe(
+        Effect.annotateLogs({ drain_timeout_ms: Duration.toMillis(gateway.settings.drainTimeout) })
+      )
+    )
+    if (!gateway.keys.configured) {
+      yield* Effect.logWarning(
+        "no API keys configured: serving loopback callers only (127.0.0.1, ::1); add keys with `roadcar hash-key` to serve other hosts"
+      )
+    }
+  })
+)
+
+/**
+ * The gateway server: `Gateway` (with its stages) behind the Node HTTP server, listening until the
+ * layer's scope closes, then draining in-flight requests for up to `server.drainTimeout`.
+ *
+ * @example
+ * ```ts
+ * import { NodeRuntime } from "@effect/platform-node"
+ * import { Layer } from "effect"
+ * import { GatewayServer } from "@roadcar/gateway"
+ *
+ * Layer.launch(GatewayServer.layer({ config: {} })).pipe(NodeRuntime.runMain)
+ * ```
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layer = (
+  options: Options
+): Layer.Layer<HttpServer.HttpServer | Gateway, RoadcarConfig.ConfigError | HttpServerError.ServeError> =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const settings = yield* Effect.fromResult(
+        GatewayConfig.serverSettings(options.config, options.env ?? process.env, {
+          host: options.host,
+          port: options.port
+        })
+      )
+      const server = NodeHttpServer.layer(makeNodeServer, {
+        host: settings.host,
+        port: settings.port,
+        gracefulShutdownTimeout: settings.drainTimeout
+      })
+      const app = serveRoutes.pipe(
+        Layer.provideMerge(server),
+        Layer.provideMerge(
+          gatewayLayer({
+            config: options.config,
+            settings,
+            httpClient: options.httpClient ?? FetchHttpClient.layer,
+            alertSink: options.alertSink
+          })
+        )
+      )
+      const withLog = Layer.provideMerge(logStart, app)
+      return options.isolatedMetrics !== true
+        ? withLog
+        : withLog.pipe(Layer.provide(Layer.succeed(Metric.MetricRegistry, new Map())))
+    })
+  ) as Layer.Layer<HttpServer.HttpServer | Gateway, RoadcarConfig.ConfigError | HttpServerError.ServeError>
+
+/**
+ * A started gateway.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface Started {
+  /** `http://127.0.0.1:<port>`; OpenAI clients use `${url}/v1`. */
+  readonly url: string
+  readonly port: number
+  readonly gateway: Service
+}
+
+/**
+ * Starts a gateway in the current scope (closed, and drained, with it) and returns its URL.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { GatewayServer } from "@roadcar/gateway"
+ *
+ * const program = Effect.gen(function*() {
+ *   const { url } = yield* GatewayServer.start({ config: {}, port: 0 })
+ *   const response = yield* Effect.promise(() => fetch(`${url}/health`))
+ *   return response.status
+ * })
+ * Effect.runPromise(Effect.scoped(program)) // => 200
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const start = (
+  options: Options
+): Effect.Effect<Started, RoadcarConfig.ConfigError | HttpServerError.ServeError, Scope.Scope> =>
+  Effect.gen(function* () {
+    const context = yield* Layer.build(layer(options))
+    const server = Context.get(context, HttpServer.HttpServer)
+    const address = server.address
+    return {
+      url: HttpServer.formatAddress(address),
+      port: address._tag === "UnixPathAddress" ? 0 : address.port,
+      gateway: Context.get(context, Gateway)
+    }
+  })
