@@ -215,6 +215,17 @@ const staticResponse = (request: ChatRequest, content: string, now: number): Cha
   usage: makeUsage(0, 0)
 })
 
+// Whether a chunk carries part of the answer (not just the opening role).
+const carriesAnswer = (chunk: ChatChunk): boolean =>
+  chunk.choices.some(
+    (choice) =>
+      (choice.delta.content !== undefined && choice.delta.content !== null && choice.delta.content !== "") ||
+      (choice.delta.tool_calls !== undefined && choice.delta.tool_calls.length > 0) ||
+      (choice.delta.refusal !== undefined && choice.delta.refusal !== null) ||
+      choice.finish_reason !== null
+  ) ||
+  (chunk.usage !== undefined && chunk.usage !== null)
+
 // What the log line and the monitor learn of a finished request.
 interface Finished {
   readonly meta: AnswerMeta
@@ -476,7 +487,17 @@ export const make = <const O extends Options>(
           const attemptScope = yield* Scope.fork(scope)
           const budget = yield* attemptBudget(state, firstChunkTimeout)
           const pull = yield* Stream.toPull(upstream.stream(request)).pipe(Scope.provide(attemptScope))
-          const head = yield* pull.pipe(
+          // The head is everything up to the first chunk that carries an answer (content, a tool call or a
+          // finish reason): a role-only opening chunk followed by a cut still counts as a failed attempt.
+          const pullHead = Effect.gen(function* () {
+            const head: Array<ChatChunk> = []
+            while (true) {
+              const chunks = yield* pull
+              head.push(...chunks)
+              if (chunks.some(carriesAnswer)) return head
+            }
+          })
+          const head = yield* pullHead.pipe(
             Effect.catchCause((cause) =>
               Cause.isDone(cause) ||
               cause.reasons.some((reason) => reason._tag === "Fail" && Cause.isDone(reason.error))

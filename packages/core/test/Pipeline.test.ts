@@ -354,6 +354,31 @@ describe("Pipeline", () => {
       }).pipe(Effect.scoped, Effect.provide(Stages))
     )
 
+    it.effect("a stream cut right after its role chunk is a failed attempt: retried, then the fallback", () =>
+      Effect.gen(function* () {
+        const primary = yield* Simulated.make({
+          name: "primary",
+          faults: Simulated.always(Simulated.SimulatedFault.CutMidStream({ afterChunks: 1 }))
+        })
+        const fallback = scripted("fallback", [])
+        const pipeline = yield* Pipeline.make({
+          steps: [{ upstream: primary }, { upstream: fallback }],
+          retry: { baseDelay: "10 millis", jitter: false }
+        })
+        const fiber = yield* Effect.forkChild(
+          pipeline.stream(request()).pipe(
+            Effect.flatMap((answer) => Effect.map(Stream.runCollect(answer.chunks), (chunks) => ({ answer, chunks }))),
+            Effect.scoped
+          )
+        )
+        yield* TestClock.adjust("1 second")
+        const { answer, chunks } = yield* Fiber.join(fiber)
+        assert.strictEqual(answer.meta.upstream, "fallback")
+        assert.strictEqual(yield* primary.calls, 3)
+        assert.strictEqual(chunks.map((c) => c.choices[0]?.delta.content ?? "").join(""), "answer from fallback")
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+    )
+
     it.effect("a stalled stream fails with a chunk-gap timeout", () =>
       Effect.gen(function* () {
         const primary = yield* Simulated.make({
