@@ -18,6 +18,7 @@ import * as Layer from "effect/Layer"
 import type * as Redacted from "effect/Redacted"
 import type * as Scope from "effect/Scope"
 import * as AlertSink from "./AlertSink.ts"
+import * as AlertWebhook from "./AlertWebhook.ts"
 import * as Breaker from "./Breaker.ts"
 import * as Monitor from "./Monitor.ts"
 import * as Pipeline from "./Pipeline.ts"
@@ -235,16 +236,58 @@ export const monitorOptions = (config: RoadcarConfig): Monitor.Options => {
 }
 
 /**
+ * Where a config sends alerts: the log (unless `alerts.log` is false) and the webhook when configured.
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerAlertSink = (
+  config: RoadcarConfig
+): Layer.Layer<AlertSink.AlertSink, ConfigError, HttpClient.HttpClient> => {
+  const webhook = config.alerts?.webhook
+  const log = config.alerts?.log === false ? [] : [AlertSink.layerLog]
+  if (webhook === undefined) return log.length > 0 ? AlertSink.layerLog : AlertSink.layerMany([])
+  const webhookLayer = Layer.unwrap(
+    Effect.map(
+      Effect.gen(function* () {
+        return yield* Config.Redacted(webhook.url.env)
+      }).pipe(
+        Effect.mapError(
+          () =>
+            new ConfigError({
+              source: "environment",
+              problems: [
+                `alerts.webhook.url: the environment variable ${webhook.url.env} is not set; export it before starting`
+              ]
+            })
+        )
+      ),
+      (url) =>
+        AlertWebhook.layer({
+          url,
+          timeout: webhook.timeout as Duration.Input | undefined,
+          maxAttempts: webhook.maxAttempts
+        })
+    )
+  )
+  return AlertSink.layerMany<ConfigError, HttpClient.HttpClient>([...log, webhookLayer])
+}
+
+/**
  * The stage services a config turns on, with in-process stores: the breaker, the monitor (alerts to
- * `sink`, the log by default), and the rate limit and response cache when configured.
+ * `sink`, by default the config's `layerAlertSink`), and the rate limit and response cache when configured.
  *
  * @category layers
  * @since 0.1.0
  */
 export const layerStages = (
   config: RoadcarConfig,
-  sink: Layer.Layer<AlertSink.AlertSink> = AlertSink.layerLog
-): Layer.Layer<Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache> => {
+  sink: Layer.Layer<AlertSink.AlertSink, ConfigError, HttpClient.HttpClient> = layerAlertSink(config)
+): Layer.Layer<
+  Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache,
+  ConfigError,
+  HttpClient.HttpClient
+> => {
   const rules = rateLimitRules(config)
   const rateLimit =
     rules.length > 0
@@ -268,5 +311,9 @@ export const layerStages = (
     Monitor.layer(monitorOptions(config)).pipe(Layer.provide(sink)),
     rateLimit,
     cache
-  ) as Layer.Layer<Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache>
+  ) as Layer.Layer<
+    Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache,
+    ConfigError,
+    HttpClient.HttpClient
+  >
 }

@@ -245,6 +245,20 @@ export const RoadcarConfig = Schema.Struct({
       upstreamRateLimited: Schema.optionalKey(Schema.Union([PositiveInt, Schema.Literal(false)]))
     })
   ),
+  alerts: Schema.optionalKey(
+    Schema.Struct({
+      /** Also log every alert (default true). */
+      log: Schema.optionalKey(Schema.Boolean),
+      /** POST every alert to a Slack-compatible webhook; the URL is a secret read from the environment. */
+      webhook: Schema.optionalKey(
+        Schema.Struct({
+          url: SecretRef,
+          timeout: Schema.optionalKey(DurationText),
+          maxAttempts: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 20 })))
+        })
+      )
+    })
+  ),
   keys: Schema.optionalKey(Schema.Array(KeyConfig))
 })
 

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Roadcar, RoadcarConfig } from "@roadcar/core"
-import { ConfigProvider, Effect, Fiber, Layer } from "effect"
+import { AlertSink, Roadcar, RoadcarConfig } from "@roadcar/core"
+import { ConfigProvider, Context, Effect, Fiber, Layer, Option } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { TestClock } from "effect/testing"
 
@@ -109,7 +109,7 @@ describe("Roadcar", () => {
       assert.strictEqual(answer.response.model, "steady-1")
     }).pipe(
       Effect.scoped,
-      Effect.provide(Layer.mergeAll(Roadcar.layerStages({}), FetchHttpClient.layer)),
+      Effect.provide(Roadcar.layerStages({}).pipe(Layer.provideMerge(FetchHttpClient.layer))),
       Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: { ROADCAR_TEST_OPENAI_KEY: "sk-test" } })))
     )
   )
@@ -123,9 +123,29 @@ describe("Roadcar", () => {
       ])
     }).pipe(
       Effect.scoped,
-      Effect.provide(Layer.mergeAll(Roadcar.layerStages({}), FetchHttpClient.layer)),
+      Effect.provide(Roadcar.layerStages({}).pipe(Layer.provideMerge(FetchHttpClient.layer))),
       Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} })))
     )
+  )
+
+  it.effect("names a missing webhook secret, and builds the webhook sink when it is set", () =>
+    Effect.gen(function* () {
+      const config = yield* RoadcarConfig.decode({ alerts: { webhook: { url: { env: "ROADCAR_TEST_WEBHOOK" } } } })
+      const missing = yield* Effect.flip(
+        Layer.build(Roadcar.layerAlertSink(config)).pipe(
+          Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: {} })))
+        )
+      )
+      assert.deepStrictEqual(missing.problems, [
+        "alerts.webhook.url: the environment variable ROADCAR_TEST_WEBHOOK is not set; export it before starting"
+      ])
+      const built = yield* Layer.build(Roadcar.layerAlertSink(config)).pipe(
+        Effect.provide(
+          ConfigProvider.layer(ConfigProvider.fromEnv({ env: { ROADCAR_TEST_WEBHOOK: "http://127.0.0.1:9/hook" } }))
+        )
+      )
+      assert.isTrue(Option.isSome(Context.getOption(built, AlertSink.AlertSink)))
+    }).pipe(Effect.scoped, Effect.provide(FetchHttpClient.layer))
   )
 
   it("collects each key's own rate limits after the global ones", () => {

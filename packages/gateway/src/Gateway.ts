@@ -101,7 +101,11 @@ export const layer = (options: {
 > =>
   Layer.effect(Gateway, make(options.config, options.settings)).pipe(
     Layer.provide(options.httpClient),
-    Layer.provideMerge(Roadcar.layerStages(options.config, options.alertSink))
+    Layer.provideMerge(
+      Roadcar.layerStages(options.config, options.alertSink ?? Roadcar.layerAlertSink(options.config)).pipe(
+        Layer.provide(options.httpClient)
+      )
+    )
   )
 
 // =============================================================================
