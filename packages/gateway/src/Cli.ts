@@ -13,6 +13,7 @@
 
 import * as Fs from "node:fs"
 import { RequestLog, type RoadcarConfig } from "@roadcar/core"
+import { Telemetry } from "@roadcar/opentelemetry"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
@@ -188,13 +189,17 @@ const serve = (flag: string | undefined, environment: Environment) =>
       Effect.annotateLogs({ source: GatewayConfig.describeSource(source) }),
       Effect.provide(logger)
     )
-    return yield* Layer.launch(GatewayServer.layer({ config, env: environment.env })).pipe(
-      Effect.provide(logger),
-      Effect.as(0)
-    )
+    // OpenTelemetry export turns on when OTEL_EXPORTER_OTLP_ENDPOINT (or another OTEL_* variable) asks for it;
+    // it is provided outside the server, so on shutdown the gateway drains first, then the last spans flush.
+    return yield* Layer.launch(
+      GatewayServer.layer({ config, env: environment.env }).pipe(
+        Layer.provide(Telemetry.layerFromEnv({ env: environment.env }))
+      )
+    ).pipe(Effect.provide(logger), Effect.as(0))
   }).pipe(
     Effect.catchTags({
       ConfigError: printConfigError,
+      TelemetryEnvError: (error) => Console.error(`roadcar: ${error.message}`).pipe(Effect.as(1)),
       ServeError: (error) =>
         Console.error(
           `roadcar: cannot start the server: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`

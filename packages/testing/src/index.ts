@@ -27,6 +27,13 @@ export * as Behaviour from "./Behaviour.ts"
 export * as FakeUpstream from "./FakeUpstream.ts"
 
 /**
+ * A real OTLP/HTTP receiver (JSON and protobuf): `make` (Effect), `layer`, `start` (Promise).
+ *
+ * @since 0.1.0
+ */
+export * as OtlpReceiver from "./OtlpReceiver.ts"
+
+/**
  * How behaviours are chosen per attempt.
  *
  * @since 0.1.0

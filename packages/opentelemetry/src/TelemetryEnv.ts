@@ -1,0 +1,297 @@
+/**
+ * Reads the standard `OTEL_*` environment variables into `Telemetry.Options`.
+ *
+ * `parse` is a pure function of an environment record: it says whether anything was requested
+ * (`undefined` when not, so `Telemetry.layerFromEnv` installs nothing), which signals are on, where
+ * they go and how they are sampled, batched and timed; a value it cannot use is a
+ * `TelemetryEnvError` naming the variable (never echoing a header value). `read` collects the
+ * variables through the current `ConfigProvider` (by default `process.env`). Only OTLP over HTTP is
+ * supported: `grpc` is refused rather than silently posting HTTP to a gRPC port.
+ *
+ * @since 0.1.0
+ */
+import * as Config from "effect/Config"
+import * as Data from "effect/Data"
+import * as Effect from "effect/Effect"
+import * as Option from "effect/Option"
+import * as Result from "effect/Result"
+import * as Sampler from "./Sampler.ts"
+import type * as Telemetry from "./Telemetry.ts"
+
+// =============================================================================
+// Models
+// =============================================================================
+
+/**
+ * An environment record: variable name to value (missing or empty means unset).
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Env = Readonly<Record<string, string | undefined>>
+
+/**
+ * A telemetry variable that has a value Roadcar cannot use.
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class TelemetryEnvError extends Data.TaggedError("TelemetryEnvError")<{
+  /** The variable, e.g. `OTEL_TRACES_SAMPLER`. */
+  readonly variable: string
+  /** What is wrong with it (never the value of a header). */
+  readonly detail: string
+}> {
+  override get message(): string {
+    return `${this.variable}: ${this.detail}`
+  }
+}
+
+/**
+ * Every variable {@link parse} reads.
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const variables = [
+  "OTEL_SDK_DISABLED",
+  "OTEL_SERVICE_NAME",
+  "OTEL_RESOURCE_ATTRIBUTES",
+  "OTEL_EXPORTER_OTLP_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT",
+  "OTEL_EXPORTER_OTLP_HEADERS",
+  "OTEL_EXPORTER_OTLP_PROTOCOL",
+  "OTEL_EXPORTER_OTLP_COMPRESSION",
+  "OTEL_EXPORTER_OTLP_TIMEOUT",
+  "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
+  "OTEL_TRACES_EXPORTER",
+  "OTEL_METRICS_EXPORTER",
+  "OTEL_LOGS_EXPORTER",
+  "OTEL_TRACES_SAMPLER",
+  "OTEL_TRACES_SAMPLER_ARG",
+  "OTEL_BSP_SCHEDULE_DELAY",
+  "OTEL_BSP_MAX_EXPORT_BATCH_SIZE",
+  "OTEL_METRIC_EXPORT_INTERVAL"
+] as const
+
+// =============================================================================
+// Parsing
+// =============================================================================
+
+const decode = (text: string): string => {
+  try {
+    return decodeURIComponent(text)
+  } catch {
+    return text
+  }
+}
+
+/**
+ * Parses a `key=value,key2=value2` list (`OTEL_RESOURCE_ATTRIBUTES`, `OTEL_EXPORTER_OTLP_HEADERS`):
+ * keys and values are trimmed and percent-decoded; entries without `=` or with an empty key are
+ * skipped; a repeated key keeps its last value.
+ *
+ * @example
+ * ```ts
+ * import { TelemetryEnv } from "@roadcar/opentelemetry"
+ * TelemetryEnv.parseKeyValues("deployment.environment=prod, team = llm%20ops,broken")
+ * // => { "deployment.environment": "prod", team: "llm ops" }
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const parseKeyValues = (text: string | undefined): Record<string, string> => {
+  const entries: Record<string, string> = {}
+  for (const entry of (text ?? "").split(",")) {
+    const at = entry.indexOf("=")
+    if (at < 0) continue
+    const key = decode(entry.slice(0, at).trim())
+    if (key === "") continue
+    entries[key] = decode(entry.slice(at + 1).trim())
+  }
+  return entries
+}
+
+const exporterList = (text: string | undefined): ReadonlyArray<string> | undefined => {
+  if (text === undefined) return undefined
+  const names = text
+    .split(",")
+    .map((name) => name.trim().toLowerCase())
+    .filter((name) => name !== "")
+  return names.length === 0 ? undefined : names
+}
+
+const present = (env: Env, name: string): string | undefined => {
+  const value = env[name]
+  return value === undefined || value.trim() === "" ? undefined : value.trim()
+}
+
+type Parsed<A> = Result.Result<A, TelemetryEnvError>
+
+const fail = (variable: string, detail: string): Parsed<never> =>
+  Result.fail(new TelemetryEnvError({ variable, detail }))
+
+const url = (env: Env, name: string): Parsed<string | undefined> => {
+  const value = present(env, name)
+  if (value === undefined) return Result.succeed(undefined)
+  try {
+    const parsed = new URL(value)
+    return parsed.protocol === "http:" || parsed.protocol === "https:"
+      ? Result.succeed(value)
+      : fail(name, `must be an http(s) URL, got protocol "${parsed.protocol}"`)
+  } catch {
+    return fail(name, "is not a valid URL")
+  }
+}
+
+const positiveInt = (env: Env, name: string): Parsed<number | undefined> => {
+  const value = present(env, name)
+  if (value === undefined) return Result.succeed(undefined)
+  const number = Number(value)
+  return Number.isInteger(number) && number > 0
+    ? Result.succeed(number)
+    : fail(name, `must be a positive integer, got "${value}"`)
+}
+
+const oneOf = <const L extends string>(env: Env, name: string, literals: ReadonlyArray<L>): Parsed<L | undefined> => {
+  const value = present(env, name)?.toLowerCase()
+  if (value === undefined) return Result.succeed(undefined)
+  const found = literals.find((literal) => literal === value)
+  return found !== undefined ? Result.succeed(found) : fail(name, `must be one of ${literals.join(", ")}`)
+}
+
+const protocol = (env: Env): Parsed<Telemetry.Protocol | undefined> => {
+  const value = present(env, "OTEL_EXPORTER_OTLP_PROTOCOL")?.toLowerCase()
+  if (value === "grpc") {
+    return fail(
+      "OTEL_EXPORTER_OTLP_PROTOCOL",
+      "grpc is not supported: use http/protobuf (the default) or http/json, on the collector's HTTP port (4318)"
+    )
+  }
+  return oneOf(env, "OTEL_EXPORTER_OTLP_PROTOCOL", ["http/protobuf", "http/json"])
+}
+
+// A signal is on when its exporter list allows OTLP and something asked for it.
+const signal = (list: ReadonlyArray<string> | undefined, requested: boolean): boolean =>
+  list === undefined ? requested : list.includes("otlp")
+
+const defined = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], undefined> } =>
+  Object.fromEntries(Object.entries(value).filter(([, entry]) => entry !== undefined)) as {
+    [K in keyof A]: Exclude<A[K], undefined>
+  }
+
+/**
+ * Reads the telemetry options from environment variables; `undefined` when nothing is requested.
+ *
+ * **Details**
+ *
+ * | Variable | Meaning (default) |
+ * | --- | --- |
+ * | `OTEL_SDK_DISABLED` | `true` turns everything off |
+ * | `OTEL_EXPORTER_OTLP_ENDPOINT` | base URL; traces and metrics go to `/v1/traces`, `/v1/metrics` (`http://localhost:4318`) |
+ * | `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` | a signal's full URL, used as is |
+ * | `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,...` sent with every export, e.g. an API key (never logged) |
+ * | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` or `http/json` (`http/protobuf`) |
+ * | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` or `none` (`none`) |
+ * | `OTEL_EXPORTER_OTLP_TIMEOUT` | ms per export request (10000) |
+ * | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | `cumulative` or `delta` (`cumulative`) |
+ * | `OTEL_SERVICE_NAME` | `service.name` (`roadcar`) |
+ * | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,...` resource attributes |
+ * | `OTEL_TRACES_SAMPLER`, `OTEL_TRACES_SAMPLER_ARG` | see `Sampler.parse` (`parentbased_always_on`) |
+ * | `OTEL_TRACES_EXPORTER`, `OTEL_METRICS_EXPORTER` | `otlp` or `none` (`otlp` once an endpoint is set) |
+ * | `OTEL_LOGS_EXPORTER` | `otlp` exports Effect logs too (`none`) |
+ * | `OTEL_BSP_SCHEDULE_DELAY`, `OTEL_BSP_MAX_EXPORT_BATCH_SIZE` | span export interval ms (5000), batch size (512) |
+ * | `OTEL_METRIC_EXPORT_INTERVAL` | metric export interval ms (10000) |
+ *
+ * Traces are requested by an endpoint (`OTEL_EXPORTER_OTLP_ENDPOINT` or the traces one) or by
+ * `OTEL_TRACES_EXPORTER=otlp` (then to `http://localhost:4318`); metrics likewise. A signal whose
+ * exporter list does not name `otlp` (`none`, `console`, `prometheus`, ...) is not exported over OTLP.
+ *
+ * @example
+ * ```ts
+ * import { Result } from "effect"
+ * import { TelemetryEnv } from "@roadcar/opentelemetry"
+ * TelemetryEnv.parse({}) // => Result.succeed(undefined)
+ * const options = Result.getOrThrow(TelemetryEnv.parse({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:4318" }))
+ * options?.endpoint // => "http://jaeger:4318"
+ * ```
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const parse = (env: Env): Result.Result<Telemetry.Options | undefined, TelemetryEnvError> =>
+  Result.gen(function* () {
+    if (present(env, "OTEL_SDK_DISABLED")?.toLowerCase() === "true") return undefined
+    const endpoint = yield* url(env, "OTEL_EXPORTER_OTLP_ENDPOINT")
+    const tracesEndpoint = yield* url(env, "OTEL_EXPORTER_OTLP_TRACES_ENDPOINT")
+    const metricsEndpoint = yield* url(env, "OTEL_EXPORTER_OTLP_METRICS_ENDPOINT")
+    const logsEndpoint = yield* url(env, "OTEL_EXPORTER_OTLP_LOGS_ENDPOINT")
+    const tracesExporter = exporterList(present(env, "OTEL_TRACES_EXPORTER"))
+    const metricsExporter = exporterList(present(env, "OTEL_METRICS_EXPORTER"))
+    const logsExporter = exporterList(present(env, "OTEL_LOGS_EXPORTER"))
+    const traces = signal(tracesExporter, endpoint !== undefined || tracesEndpoint !== undefined)
+    const metrics = signal(metricsExporter, endpoint !== undefined || metricsEndpoint !== undefined)
+    const logs = signal(logsExporter, false)
+    if (!traces && !metrics && !logs) return undefined
+
+    const sampler = yield* Result.mapError(
+      Sampler.parse(present(env, "OTEL_TRACES_SAMPLER"), present(env, "OTEL_TRACES_SAMPLER_ARG")),
+      (detail) => new TelemetryEnvError({ variable: "OTEL_TRACES_SAMPLER", detail })
+    )
+    const attributes = parseKeyValues(present(env, "OTEL_RESOURCE_ATTRIBUTES"))
+    const serviceName = present(env, "OTEL_SERVICE_NAME") ?? attributes["service.name"]
+    const serviceVersion = attributes["service.version"]
+    delete attributes["service.name"]
+    delete attributes["service.version"]
+    const headers = parseKeyValues(present(env, "OTEL_EXPORTER_OTLP_HEADERS"))
+    const exportTimeout = yield* positiveInt(env, "OTEL_EXPORTER_OTLP_TIMEOUT")
+    const tracesExportInterval = yield* positiveInt(env, "OTEL_BSP_SCHEDULE_DELAY")
+    const metricsExportInterval = yield* positiveInt(env, "OTEL_METRIC_EXPORT_INTERVAL")
+
+    const options: Telemetry.Options = defined({
+      traces,
+      metrics,
+      logs,
+      endpoint,
+      tracesEndpoint,
+      metricsEndpoint,
+      logsEndpoint,
+      protocol: yield* protocol(env),
+      compression: yield* oneOf(env, "OTEL_EXPORTER_OTLP_COMPRESSION", ["gzip", "none"]),
+      headers: Object.keys(headers).length > 0 ? headers : undefined,
+      serviceName,
+      serviceVersion,
+      resourceAttributes: Object.keys(attributes).length > 0 ? attributes : undefined,
+      sampler,
+      exportTimeout: exportTimeout === undefined ? undefined : `${exportTimeout} millis`,
+      tracesExportInterval: tracesExportInterval === undefined ? undefined : `${tracesExportInterval} millis`,
+      metricsExportInterval: metricsExportInterval === undefined ? undefined : `${metricsExportInterval} millis`,
+      maxBatchSize: yield* positiveInt(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
+      metricsTemporality: yield* oneOf(env, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", [
+        "cumulative",
+        "delta"
+      ])
+    })
+    return options
+  })
+
+/**
+ * Collects {@link variables} through the current `ConfigProvider` (by default `process.env`; in
+ * tests, `ConfigProvider.fromEnv({ env })`).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const read: Effect.Effect<Env, TelemetryEnvError> = Effect.gen(function* () {
+  const env: Record<string, string> = {}
+  for (const name of variables) {
+    const value = yield* Config.option(Config.String(name)).pipe(
+      Effect.mapError((error) => new TelemetryEnvError({ variable: name, detail: error.message }))
+    )
+    if (Option.isSome(value)) env[name] = value.value
+  }
+  return env
+})
