@@ -292,11 +292,15 @@ export const make = <const O extends Options>(
     const modelLabel = options.name ?? "default"
     const recordContent = options.recordContent === true
 
-    // Breaker transitions reach the log and the monitor.
+    // Breaker transitions reach the log, the monitor, the state gauge, and (through `lastTransition`)
+    // the span of the request whose call caused them.
+    const lastTransition = new Map<string, { seq: number; from: string; to: string }>()
+    let transitionSeq = 0
     yield* breaker.transitions.pipe(
       Stream.runForEach((transition) => {
         const upstream = Breaker.upstreamOf(transition.key)
         if (!upstreamByName.has(upstream)) return Effect.void
+        lastTransition.set(upstream, { seq: ++transitionSeq, from: transition.from, to: transition.to })
         const line = Effect.logWarning(`circuit ${transition.from} -> ${transition.to}`).pipe(
           Effect.annotateLogs({ upstream, circuit: transition.to }),
           Effect.andThen(
@@ -330,6 +334,35 @@ export const make = <const O extends Options>(
       )
 
     const withRetry = <A, R>(
+      state: RequestState,
+      step: (typeof steps)[number],
+      attempt: Effect.Effect<A, UpstreamError, R>
+    ): Effect.Effect<A, UpstreamError, R> =>
+      Effect.suspend(() => {
+        const before = lastTransition.get(step.upstream.name)?.seq ?? 0
+        return protect(state, step, attempt).pipe(
+          Effect.onExit((exit) => {
+            const after = lastTransition.get(step.upstream.name)
+            const refused =
+              Exit.isFailure(exit) &&
+              exit.cause.reasons.some((reason) => reason._tag === "Fail" && reason.error.reason._tag === "CircuitOpen")
+            return Effect.andThen(
+              after !== undefined && after.seq !== before
+                ? Metrics.spanEvent("roadcar.breaker", {
+                    "roadcar.upstream": step.upstream.name,
+                    "roadcar.breaker.from": after.from,
+                    "roadcar.breaker.to": after.to
+                  })
+                : Effect.void,
+              refused
+                ? Metrics.spanEvent("roadcar.breaker.rejected", { "roadcar.upstream": step.upstream.name })
+                : Effect.void
+            )
+          })
+        )
+      })
+
+    const protect = <A, R>(
       state: RequestState,
       step: (typeof steps)[number],
       attempt: Effect.Effect<A, UpstreamError, R>

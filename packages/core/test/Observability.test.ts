@@ -107,6 +107,41 @@ describe("Observability", () => {
     }).pipe(Effect.scoped, Effect.provide(Stages))
   )
 
+  it.effect("the request whose failure opened a breaker, and those it refuses, carry breaker events", () =>
+    Effect.gen(function* () {
+      const { spans, tracer } = recordingTracer()
+      const primary = scripted("primary", [], unavailable)
+      const fallback = scripted("fallback", [])
+      const pipeline = yield* Pipeline.make({
+        steps: [{ upstream: primary, retry: { attempts: 1 } }, { upstream: fallback }]
+      })
+      for (const content of ["a", "b", "c"]) yield* pipeline.complete(request(content)).pipe(Effect.withTracer(tracer))
+      const events = spans.flatMap((span) =>
+        (span.events as Array<[string, bigint, Record<string, unknown>]>).map(([name, , attributes]) => ({
+          trace: span.traceId,
+          name,
+          attributes
+        }))
+      )
+      const opened = events.filter((event) => event.name === "roadcar.breaker")
+      assert.strictEqual(opened.length, 1)
+      assert.deepStrictEqual(opened[0]?.attributes, {
+        "roadcar.upstream": "primary",
+        "roadcar.breaker.from": "Closed",
+        "roadcar.breaker.to": "Open"
+      })
+      assert.strictEqual(events.filter((event) => event.name === "roadcar.breaker.rejected").length, 1)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.mergeAll(
+          Breaker.layerMemory({ consecutiveFailures: 2, openDuration: "1 minute", maxOpenDuration: "1 minute" }),
+          Monitor.layerNoop
+        )
+      )
+    )
+  )
+
   it.effect("records prompts and completions only when opted in", () =>
     Effect.gen(function* () {
       const { spans, tracer } = recordingTracer()
