@@ -28,6 +28,8 @@ import * as Schema from "effect/Schema"
  * - `fallback_rate`: share of requests answered by a fallback or a static answer (subject: model).
  * - `breaker_open`: an upstream's circuit breaker is open (subject: upstream).
  * - `upstream_rate_limited`: upstream 429 responses over the window (subject: model).
+ * - `budget_threshold`: a key's budget reached a soft threshold in its window (subject: API key name).
+ * - `store_unavailable`: a shared store (Redis) cannot answer; its fault policy applies (subject: store).
  *
  * @category models
  * @since 0.1.0
@@ -38,7 +40,9 @@ export const Rule = Schema.Literals([
   "error_rate",
   "fallback_rate",
   "breaker_open",
-  "upstream_rate_limited"
+  "upstream_rate_limited",
+  "budget_threshold",
+  "store_unavailable"
 ])
 
 /**

@@ -6,6 +6,7 @@
 export * as AlertSink from "./AlertSink.ts"
 export * as AlertWebhook from "./AlertWebhook.ts"
 export * as Breaker from "./Breaker.ts"
+export * as Budget from "./Budget.ts"
 export * as ChatCompletion from "./ChatCompletion.ts"
 export * as LanguageModelUpstream from "./LanguageModelUpstream.ts"
 export * as Metrics from "./Metrics.ts"
