@@ -33,6 +33,7 @@ import * as Option from "effect/Option"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Breaker from "./Breaker.ts"
+import { Budget, type BudgetExceeded, type Reservation as BudgetReservation } from "./Budget.ts"
 import {
   assembleChunks,
   type ChatChunk,
@@ -47,6 +48,7 @@ import { Monitor } from "./Monitor.ts"
 import { type Identity, RateLimit, type RateLimitRejected, type Reservation } from "./RateLimit.ts"
 import { ResponseCache } from "./ResponseCache.ts"
 import * as Retry from "./Retry.ts"
+import type { StoreUnavailable } from "./StoreUnavailable.ts"
 import * as Timeouts from "./Timeouts.ts"
 import type { Upstream } from "./Upstream.ts"
 import { MalformedOutput, type ReasonTag, TimedOut, UpstreamError } from "./UpstreamError.ts"
@@ -162,9 +164,18 @@ export interface StreamAnswer {
  * @category models
  * @since 0.1.0
  */
-export type ErrorOf<O extends Options> =
-  | RateLimitRejected
-  | (O extends { readonly staticAnswer: string } ? never : UpstreamError)
+export type ErrorOf<O extends Options> = Refusal | (O extends { readonly staticAnswer: string } ? never : UpstreamError)
+
+/**
+ * Roadcar's own refusals, decided before any upstream is called: a rate limit, a budget, or a shared
+ * store that is down under a fail-closed policy. They exist only when those stages are provided.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Refusal = RateLimitRejected | BudgetExceeded | StoreUnavailable
+
+const refusalTags: ReadonlySet<string> = new Set(["RateLimitRejected", "BudgetExceeded", "StoreUnavailable"])
 
 /**
  * A pipeline.
@@ -172,7 +183,7 @@ export type ErrorOf<O extends Options> =
  * @category models
  * @since 0.1.0
  */
-export interface Pipeline<E = RateLimitRejected | UpstreamError> {
+export interface Pipeline<E = Refusal | UpstreamError> {
   /** The upstreams of the chain, in order. */
   readonly upstreams: ReadonlyArray<Upstream>
   readonly complete: (request: ChatRequest, options?: CallOptions) => Effect.Effect<Answer, E>
@@ -226,6 +237,12 @@ const carriesAnswer = (chunk: ChatChunk): boolean =>
   ) ||
   (chunk.usage !== undefined && chunk.usage !== null)
 
+// What a request reserved before its call, settled when it finishes.
+interface Admission {
+  rate?: Reservation
+  budget?: BudgetReservation
+}
+
 // What the log line and the monitor learn of a finished request.
 interface Finished {
   readonly meta: AnswerMeta
@@ -278,6 +295,7 @@ export const make = <const O extends Options>(
     const breaker = yield* Breaker.Breaker
     const monitor = yield* Monitor
     const rateLimit = yield* Effect.serviceOption(RateLimit)
+    const budget = yield* Effect.serviceOption(Budget)
     const cache = yield* Effect.serviceOption(ResponseCache)
     const timeouts = { ...Timeouts.defaults, ...options.timeouts }
     const attemptTimeout = Duration.fromInputUnsafe(timeouts.attempt)
@@ -642,7 +660,7 @@ export const make = <const O extends Options>(
       state: RequestState,
       started: number,
       identity: Identity,
-      reservation: Reservation | undefined,
+      admission: Admission,
       exit: Exit.Exit<Finished, unknown>
     ) =>
       Effect.gen(function* () {
@@ -650,7 +668,7 @@ export const make = <const O extends Options>(
         const latencyMs = now - started
         const success = Exit.isSuccess(exit) ? exit.value : undefined
         const error = Exit.isFailure(exit) ? Cause.squash(exit.cause) : undefined
-        const rejected = error !== undefined && (error as { _tag?: string })._tag === "RateLimitRejected"
+        const rejected = error !== undefined && refusalTags.has((error as { _tag?: string })._tag ?? "")
         const outcome = success
           ? success.meta.static
             ? "static"
@@ -660,7 +678,10 @@ export const make = <const O extends Options>(
           : rejected
             ? "rejected"
             : "error"
-        if (reservation && rateLimit._tag === "Some") yield* rateLimit.value.settle(reservation, success?.usage)
+        if (admission.rate && rateLimit._tag === "Some") yield* rateLimit.value.settle(admission.rate, success?.usage)
+        if (admission.budget && budget._tag === "Some") {
+          yield* budget.value.settle(admission.budget, success?.usage, success?.answeredModel)
+        }
         const labels = { model: modelLabel, outcome }
         yield* Metrics.increment(Metrics.requests, labels)
         yield* Metrics.record(Metrics.requestDuration, labels, latencyMs / 1000)
@@ -721,22 +742,35 @@ export const make = <const O extends Options>(
         return { state, started, identity: { key: options?.key, user: options?.user } satisfies Identity }
       })
 
-    const admit = (request: ChatRequest, identity: Identity) =>
-      rateLimit._tag === "Some"
-        ? rateLimit.value.admit(request, identity).pipe(
-            Effect.tapError((rejected) =>
-              Effect.andThen(
-                Metrics.spanEvent("roadcar.rate_limited", {
-                  "roadcar.rate_limit.limit": rejected.limit,
-                  "roadcar.rate_limit.retry_after_ms": Math.ceil(Duration.toMillis(rejected.retryAfter))
-                }),
-                Metrics.increment(Metrics.rateLimited, { model: modelLabel, limit: rejected.limit })
-              )
-            ),
-            Effect.withSpan("roadcar.rate_limit"),
-            Effect.map(Option.some)
-          )
-        : Effect.succeed(Option.none<Reservation>())
+    const observeRefusal = (refusal: Refusal) => {
+      const limit =
+        refusal._tag === "RateLimitRejected"
+          ? refusal.limit
+          : refusal._tag === "BudgetExceeded"
+            ? "budget"
+            : "store unavailable"
+      return Effect.andThen(
+        Metrics.spanEvent("roadcar.rate_limited", {
+          "roadcar.rate_limit.limit": limit,
+          ...(refusal._tag === "StoreUnavailable"
+            ? {}
+            : { "roadcar.rate_limit.retry_after_ms": Math.ceil(Duration.toMillis(refusal.retryAfter)) })
+        }),
+        Metrics.increment(Metrics.rateLimited, { model: modelLabel, limit })
+      )
+    }
+
+    // Admits a request: the rate limit, then the budget (its reservation made uninterruptibly, so an
+    // interruption cannot fall between the store recording it and the pipeline holding it). Whatever
+    // was reserved is written into `admission` at once, so a later refusal or failure still settles it.
+    const admit = (request: ChatRequest, identity: Identity, admission: Admission) =>
+      Effect.gen(function* () {
+        if (rateLimit._tag === "Some") admission.rate = yield* rateLimit.value.admit(request, identity)
+        if (budget._tag === "Some") {
+          const reserve = budget.value.reserve(request, identity)
+          admission.budget = yield* Effect.uninterruptible(reserve)
+        }
+      }).pipe(Effect.tapError(observeRefusal), Effect.withSpan("roadcar.rate_limit"))
 
     const observeCache = (hit: boolean) =>
       Effect.andThen(
@@ -787,9 +821,9 @@ export const make = <const O extends Options>(
     const complete = (request: ChatRequest, callOptions?: CallOptions): Effect.Effect<Answer, ErrorOf<O>> =>
       Effect.gen(function* () {
         const { state, started, identity } = yield* begin(request, callOptions)
-        let reservation: Reservation | undefined
+        const admission: Admission = {}
         const run = Effect.gen(function* () {
-          reservation = Option.getOrUndefined(yield* admit(request, identity))
+          yield* admit(request, identity, admission)
           const compute = runChain(state, request, (upstream, upstreamRequest) =>
             completeAttempt(state, upstream, upstreamRequest)
           ).pipe(Effect.map(({ upstream, value }) => ({ response: value, upstream: upstream.name, cacheable: true })))
@@ -814,7 +848,7 @@ export const make = <const O extends Options>(
               state,
               started,
               identity,
-              reservation,
+              admission,
               Exit.map(exit, (answer) => ({
                 meta: answer.meta,
                 usage: answer.meta.cacheHit ? undefined : answer.response.usage,
@@ -836,13 +870,13 @@ export const make = <const O extends Options>(
       Effect.gen(function* () {
         const scope = yield* Effect.scope
         const { state, started, identity } = yield* begin(request, callOptions)
-        let reservation: Reservation | undefined
+        const admission: Admission = {}
         let finished = false
         const finishOnce = (exit: Exit.Exit<Finished, unknown>) =>
           Effect.suspend(() => {
             if (finished) return Effect.void
             finished = true
-            return finish(state, started, identity, reservation, exit)
+            return finish(state, started, identity, admission, exit)
           })
         // A stream whose chunks are never run to the end still gets its log line and its
         // reservation settled when the caller's scope closes.
@@ -851,7 +885,7 @@ export const make = <const O extends Options>(
           Effect.suspend(() => finishOnce(Exit.fail(new Error("the stream was closed before it was read to the end"))))
         )
         const opened = Effect.gen(function* () {
-          reservation = Option.getOrUndefined(yield* admit(request, identity))
+          yield* admit(request, identity, admission)
           if (cache._tag === "Some") {
             const hit = yield* cache.value.peek(request).pipe(
               Effect.tap((found) => observeCache(Option.isSome(found))),

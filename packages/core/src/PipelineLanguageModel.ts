@@ -26,7 +26,6 @@ import * as Layer from "effect/Layer"
 import * as Stream from "effect/Stream"
 import type * as ChatCompletion from "./ChatCompletion.ts"
 import * as Pipeline from "./Pipeline.ts"
-import type { RateLimitRejected } from "./RateLimit.ts"
 import * as UpstreamError from "./UpstreamError.ts"
 
 // =============================================================================
@@ -678,11 +677,13 @@ export const toAiErrorReason = (error: UpstreamError.UpstreamError): AiError.AiE
  * @category error handling
  * @since 0.1.0
  */
-export const toAiError = (error: RateLimitRejected | UpstreamError.UpstreamError, method: string): AiError.AiError =>
+export const toAiError = (error: Pipeline.Refusal | UpstreamError.UpstreamError, method: string): AiError.AiError =>
   AiError.make({
     module: moduleName,
     method,
     reason: UpstreamError.isUpstreamError(error)
       ? toAiErrorReason(error)
-      : new AiError.RateLimitError({ retryAfter: error.retryAfter })
+      : error._tag === "StoreUnavailable"
+        ? new AiError.InternalProviderError({ description: error.message })
+        : new AiError.RateLimitError({ retryAfter: error.retryAfter })
   })

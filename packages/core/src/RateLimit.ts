@@ -16,6 +16,7 @@ import * as Layer from "effect/Layer"
 import { RateLimiter } from "effect/persistence"
 import * as Schema from "effect/Schema"
 import { type ChatRequest, estimatePromptTokens, maxOutputTokens, type Usage } from "./ChatCompletion.ts"
+import { isStoreUnavailable, type StoreUnavailable } from "./StoreUnavailable.ts"
 
 // =============================================================================
 // Options
@@ -120,7 +121,10 @@ export class RateLimit extends Context.Service<
   RateLimit,
   {
     /** Admits a request against every rule (waiting or rejecting on excess) and reserves its token estimate. */
-    readonly admit: (request: ChatRequest, identity: Identity) => Effect.Effect<Reservation, RateLimitRejected>
+    readonly admit: (
+      request: ChatRequest,
+      identity: Identity
+    ) => Effect.Effect<Reservation, RateLimitRejected | StoreUnavailable>
     /** Settles a reservation: charges or returns the difference between estimate and real usage (`undefined`: the call failed, return it all). */
     readonly settle: (reservation: Reservation, usage: Usage | undefined) => Effect.Effect<void>
   }
@@ -165,7 +169,13 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       ? Effect.void
       : limiter.consume({ key, limit: limit.limit, window: limit.window, tokens: -tokens }).pipe(Effect.ignore)
 
-  const take = (key: string, limit: Limit, tokens: number, label: string, subject: string) =>
+  const take = (
+    key: string,
+    limit: Limit,
+    tokens: number,
+    label: string,
+    subject: string
+  ): Effect.Effect<void, RateLimitRejected | StoreUnavailable> =>
     limiter.consume({ key, limit: limit.limit, window: limit.window, tokens, onExceeded: mode }).pipe(
       Effect.flatMap((result) => {
         if (Duration.isZero(result.delay)) return Effect.void
@@ -176,11 +186,15 @@ export const make = Effect.fnUntraced(function* (options: Options) {
         }
         return Effect.sleep(result.delay)
       }),
-      Effect.catchTag("RateLimiterError", (error) => {
+      Effect.catchTag("RateLimiterError", (error): Effect.Effect<void, RateLimitRejected | StoreUnavailable> => {
         const reason = error.reason
-        // A store that cannot answer does not stop traffic (fail open); the Redis layers choose their own policy.
-        if (reason._tag === "RateLimitStoreError")
-          return Effect.logWarning("rate limit store unavailable", reason.message)
+        // A store that cannot answer: refuse when its policy is fail-closed (the store says so by carrying a
+        // StoreUnavailable), else admit unrecorded (fail open) and warn.
+        if (reason._tag === "RateLimitStoreError") {
+          return isStoreUnavailable(reason.cause)
+            ? Effect.fail(reason.cause)
+            : Effect.logWarning("rate limit store unavailable", reason.message)
+        }
         return Effect.fail(new RateLimitRejected({ limit: label, subject, retryAfter: reason.retryAfter }))
       })
     )
@@ -190,7 +204,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       const estimatedTokens = estimateTokens(request, options.defaultMaxTokens)
       const taken: Array<{ key: string; limit: Limit; tokens: number }> = []
       const tokenKeys: Array<{ key: string; limit: Limit }> = []
-      const steps: Array<Effect.Effect<void, RateLimitRejected>> = []
+      const steps: Array<Effect.Effect<void, RateLimitRejected | StoreUnavailable>> = []
       for (const rule of options.rules) {
         if (rule.forKey !== undefined && rule.forKey !== identity.key) continue
         const value = subjectOf(rule, request, identity)

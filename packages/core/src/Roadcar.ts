@@ -15,11 +15,14 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
+import { CircuitBreaker, RateLimiter } from "effect/persistence"
 import type * as Redacted from "effect/Redacted"
+import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
 import * as AlertSink from "./AlertSink.ts"
 import * as AlertWebhook from "./AlertWebhook.ts"
 import * as Breaker from "./Breaker.ts"
+import * as Budget from "./Budget.ts"
 import * as Monitor from "./Monitor.ts"
 import * as Pipeline from "./Pipeline.ts"
 import * as Anthropic from "./providers/Anthropic.ts"
@@ -274,46 +277,107 @@ export const layerAlertSink = (
 }
 
 /**
- * The stage services a config turns on, with in-process stores: the breaker, the monitor (alerts to
- * `sink`, by default the config's `layerAlertSink`), and the rate limit and response cache when configured.
+ * The stores under the stages. Each left out is in process memory; `@roadcar/redis` gives Redis ones
+ * (`RedisStores.layersFor(config)`), chosen per store by the config's `stores` section.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export interface StoreLayers {
+  readonly rateLimiter?: Layer.Layer<RateLimiter.RateLimiterStore, StoreError, AlertSink.AlertSink> | undefined
+  readonly circuitBreaker?: Layer.Layer<CircuitBreaker.CircuitBreakerStore, StoreError, AlertSink.AlertSink> | undefined
+  readonly responseCache?: Layer.Layer<ResponseCache.ResponseCacheStore, StoreError, AlertSink.AlertSink> | undefined
+  readonly budget?: Layer.Layer<Budget.BudgetStore, StoreError, AlertSink.AlertSink> | undefined
+}
+
+/**
+ * The budget options of a config: its rules and prices, each public model's chain of upstream models.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const budgetOptions = (config: RoadcarConfig): Budget.Options => ({
+  budgets: config.budgets?.rules ?? [],
+  prices: config.budgets?.prices,
+  thresholds: config.budgets?.thresholds,
+  defaultMaxTokens: config.rateLimit?.defaultMaxTokens,
+  chains: Object.fromEntries(
+    Object.entries(resolveModels(config)).map(([model, entry]) => [
+      model,
+      [entry.upstream, ...(entry.fallbacks ?? []).map((fallback) => fallback.upstream)].map(
+        (name) => config.upstreams?.[name]?.model ?? name
+      )
+    ])
+  )
+})
+
+/**
+ * The stage services a config turns on: the breaker, the monitor (alerts to `sink`, by default the
+ * config's `layerAlertSink`), and the rate limit, response cache and budgets when configured, each on
+ * its store from `stores` (in process memory when left out).
  *
  * @category layers
  * @since 0.1.0
  */
 export const layerStages = (
   config: RoadcarConfig,
-  sink: Layer.Layer<AlertSink.AlertSink, ConfigError, HttpClient.HttpClient> = layerAlertSink(config)
-): Layer.Layer<
-  Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache,
-  ConfigError,
-  HttpClient.HttpClient
-> => {
+  options: {
+    readonly sink?: Layer.Layer<AlertSink.AlertSink, ConfigError, HttpClient.HttpClient> | undefined
+    readonly stores?: StoreLayers | undefined
+  } = {}
+): Layer.Layer<Stages, ConfigError | StoreError, HttpClient.HttpClient> => {
+  const sink = options.sink ?? layerAlertSink(config)
+  const stores = options.stores ?? {}
   const rules = rateLimitRules(config)
   const rateLimit =
     rules.length > 0
-      ? RateLimit.layerMemory({
+      ? RateLimit.layer({
           rules,
           onExceeded: config.rateLimit?.onExceeded ?? "reject",
           maxWait: config.rateLimit?.maxWait as Duration.Input | undefined,
           defaultMaxTokens: config.rateLimit?.defaultMaxTokens
-        })
+        }).pipe(Layer.provide(RateLimiter.layer), Layer.provide(stores.rateLimiter ?? RateLimiter.layerStoreMemory))
       : Layer.empty
+  const cacheTier = stores.responseCache ?? Layer.empty
   const cache =
     config.cache?.enabled === false
       ? Layer.empty
       : ResponseCache.layer({
           capacity: config.cache?.capacity ?? ResponseCache.defaults.capacity,
           timeToLive: (config.cache?.timeToLive ?? ResponseCache.defaults.timeToLive) as Duration.Input
-        })
-  const breaker = Breaker.layerMemory({ ...Breaker.defaults, ...(config.breaker as Partial<Breaker.Options>) })
-  return Layer.mergeAll(
-    breaker,
-    Monitor.layer(monitorOptions(config)).pipe(Layer.provide(sink)),
-    rateLimit,
-    cache
-  ) as Layer.Layer<
-    Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache,
-    ConfigError,
-    HttpClient.HttpClient
-  >
+        }).pipe(Layer.provide(cacheTier))
+  const budget =
+    (config.budgets?.rules.length ?? 0) > 0
+      ? Budget.layer(budgetOptions(config)).pipe(Layer.provide(stores.budget ?? Budget.layerStoreMemory))
+      : Layer.empty
+  const breaker = Breaker.layer({ ...Breaker.defaults, ...(config.breaker as Partial<Breaker.Options>) }).pipe(
+    Layer.provide(stores.circuitBreaker ?? CircuitBreaker.layerStoreMemory())
+  )
+  const stages = Layer.mergeAll(breaker, Monitor.layer(monitorOptions(config)), rateLimit, cache, budget)
+  return Layer.provide(stages, sink)
+}
+
+/**
+ * The stage services.
+ *
+ * @category models
+ * @since 0.1.0
+ */
+export type Stages =
+  | Breaker.Breaker
+  | Monitor.Monitor
+  | RateLimit.RateLimit
+  | ResponseCache.ResponseCache
+  | Budget.Budget
+
+/**
+ * A store could not be set up (e.g. an invalid Redis URL).
+ *
+ * @category errors
+ * @since 0.1.0
+ */
+export class StoreError extends Schema.TaggedError<StoreError>()("StoreError", { detail: Schema.String }) {
+  override get message(): string {
+    return `a store could not be set up: ${this.detail}`
+  }
 }

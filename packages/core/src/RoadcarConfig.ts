@@ -245,6 +245,55 @@ export const RoadcarConfig = Schema.Struct({
       upstreamRateLimited: Schema.optionalKey(Schema.Union([PositiveInt, Schema.Literal(false)]))
     })
   ),
+  redis: Schema.optionalKey(
+    Schema.Struct({
+      /** The Redis URL, a secret (it may hold a password): default the `REDIS_URL` variable, else redis://127.0.0.1:6379. */
+      url: Schema.optionalKey(SecretRef),
+      prefix: Schema.optionalKey(Schema.String),
+      poolSize: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 64 }))),
+      commandTimeout: Schema.optionalKey(DurationText),
+      policies: Schema.optionalKey(
+        Schema.Struct({
+          rateLimit: Schema.optionalKey(Schema.Literals(["fail-open", "fail-closed"])),
+          budget: Schema.optionalKey(Schema.Literals(["fail-open", "fail-closed"]))
+        })
+      )
+    })
+  ),
+  /** Where each stage keeps its state: `memory` (per process, the default) or `redis` (shared by replicas). */
+  stores: Schema.optionalKey(
+    Schema.Struct({
+      rateLimit: Schema.optionalKey(Schema.Literals(["memory", "redis"])),
+      breaker: Schema.optionalKey(Schema.Literals(["memory", "redis"])),
+      cache: Schema.optionalKey(Schema.Literals(["memory", "redis"])),
+      budget: Schema.optionalKey(Schema.Literals(["memory", "redis"]))
+    })
+  ),
+  budgets: Schema.optionalKey(
+    Schema.Struct({
+      rules: Schema.Array(
+        Schema.Struct({
+          /** The key (by name) the budget is for; without it, every key gets a budget of this size. */
+          key: Schema.optionalKey(Schema.String),
+          per: Schema.Literals(["day", "month"]),
+          tokens: Schema.optionalKey(PositiveInt),
+          cost: Schema.optionalKey(Schema.Number.check(Schema.isGreaterThan(0)))
+        })
+      ),
+      /** Prices per million tokens, by model (public or upstream model name). */
+      prices: Schema.optionalKey(
+        Schema.Record(
+          Schema.String,
+          Schema.Struct({
+            input: Schema.Number.check(Schema.isGreaterThanOrEqualTo(0)),
+            output: Schema.Number.check(Schema.isGreaterThanOrEqualTo(0))
+          })
+        )
+      ),
+      /** Fractions of a budget that raise an alert, once per window (default [0.8]). */
+      thresholds: Schema.optionalKey(Schema.Array(Ratio))
+    })
+  ),
   alerts: Schema.optionalKey(
     Schema.Struct({
       /** Also log every alert (default true). */
@@ -445,6 +494,22 @@ const checkReferences = (config: RoadcarConfig): Array<string> => {
       problems.push(`keys[${index}].name: ${valueText(key.name)} is used twice; key names must be unique`)
     names.add(key.name)
   }
+  const keyNames = new Set((config.keys ?? []).map((key) => key.name))
+  for (const [index, rule] of (config.budgets?.rules ?? []).entries()) {
+    if (rule.tokens === undefined && rule.cost === undefined) {
+      problems.push(`budgets.rules[${index}]: set "tokens", "cost" or both (a budget with neither limits nothing)`)
+    }
+    if (rule.key !== undefined && !keyNames.has(rule.key)) {
+      problems.push(
+        `budgets.rules[${index}].key: ${valueText(rule.key)} is not a configured key; use one of: ${[...keyNames].join(", ") || "(no keys configured)"}`
+      )
+    }
+    if (rule.cost !== undefined && Object.keys(config.budgets?.prices ?? {}).length === 0) {
+      problems.push(
+        `budgets.rules[${index}].cost: a cost budget needs "budgets.prices" (per million input and output tokens)`
+      )
+    }
+  }
   for (const [name, upstream] of Object.entries(config.upstreams ?? {})) {
     if (upstream.provider !== "simulated" && upstream.model === undefined) {
       problems.push(
@@ -466,6 +531,15 @@ const checkReferences = (config: RoadcarConfig): Array<string> => {
   }
   return problems
 }
+
+/**
+ * Whether any stage keeps its state in Redis.
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const usesRedis = (config: RoadcarConfig): boolean =>
+  Object.values(config.stores ?? {}).some((store) => store === "redis")
 
 /**
  * The public models of a config; with none configured, `chat` served by the simulated model.

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { AlertSink, ChatCompletion } from "@roadcar/core"
+import { AlertSink, ChatCompletion, StoreUnavailable } from "@roadcar/core"
 import { Duration, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import * as Budget from "../src/Budget.ts"
@@ -85,7 +85,7 @@ describe("Budget", () => {
         const budget = yield* Budget.Budget
         const error = yield* Effect.flip(budget.reserve(big, { key: "team-a" }))
         assert.strictEqual(error._tag, "StoreUnavailable")
-        assert.isTrue(Budget.isStoreUnavailable(error))
+        assert.isTrue(StoreUnavailable.isStoreUnavailable(error))
         assert.include(error.message, "budget store is unavailable")
         const reservation: Budget.Reservation = {
           counters: [
@@ -111,10 +111,10 @@ describe("Budget", () => {
           Budget.layer({ budgets: [{ key: "team-a", per: "day", tokens: 1000 }] }).pipe(
             Layer.provide(
               Layer.succeed(Budget.BudgetStore, {
-                reserve: () => Effect.fail(new Budget.StoreUnavailable({ store: "budget", detail: "down" })),
-                adjust: () => Effect.fail(new Budget.StoreUnavailable({ store: "budget", detail: "down" })),
-                used: () => Effect.fail(new Budget.StoreUnavailable({ store: "budget", detail: "down" })),
-                claim: () => Effect.fail(new Budget.StoreUnavailable({ store: "budget", detail: "down" }))
+                reserve: () => Effect.fail(new StoreUnavailable.StoreUnavailable({ store: "budget", detail: "down" })),
+                adjust: () => Effect.fail(new StoreUnavailable.StoreUnavailable({ store: "budget", detail: "down" })),
+                used: () => Effect.fail(new StoreUnavailable.StoreUnavailable({ store: "budget", detail: "down" })),
+                claim: () => Effect.fail(new StoreUnavailable.StoreUnavailable({ store: "budget", detail: "down" }))
               })
             )
           )

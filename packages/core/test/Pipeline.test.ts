@@ -226,9 +226,8 @@ describe("Pipeline", () => {
       Effect.gen(function* () {
         const primary = scripted("primary", [], badRequest)
         const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }], staticAnswer: "static" })
-        // The type proves it: only Roadcar's own rate limit can fail this call.
-        const call: Effect.Effect<Pipeline.Answer, import("@roadcar/core").RateLimit.RateLimitRejected> =
-          pipeline.complete(request())
+        // The type proves it: only Roadcar's own refusals (rate limit, budget) can fail this call.
+        const call: Effect.Effect<Pipeline.Answer, Pipeline.Refusal> = pipeline.complete(request())
         const answer = yield* call
         assert.isTrue(answer.meta.static)
         assert.strictEqual(answer.meta.upstream, "static")

@@ -16,7 +16,7 @@
  */
 
 import { randomBytes } from "node:crypto"
-import { type ChatCompletion, Metrics, type Pipeline, type RateLimit, type UpstreamError } from "@roadcar/core"
+import { type ChatCompletion, Metrics, type Pipeline } from "@roadcar/core"
 import * as Cause from "effect/Cause"
 import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
@@ -73,11 +73,7 @@ export const answerHeaders = (meta: Pipeline.AnswerMeta, overheadMs: number): Re
 // Errors
 // =============================================================================
 
-const errorOf = (
-  error: RateLimit.RateLimitRejected | UpstreamError.UpstreamError,
-  model: string
-): GatewayError.GatewayError =>
-  error._tag === "RateLimitRejected" ? GatewayError.fromRateLimit(error) : GatewayError.fromUpstream(error, model)
+const errorOf = GatewayError.fromPipeline
 
 // A failure that is not a `GatewayError` (a defect): logged with the request id, answered with a 500.
 const unexpected = (cause: Cause.Cause<unknown>, requestId: string): Effect.Effect<GatewayError.GatewayError> =>

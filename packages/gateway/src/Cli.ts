@@ -200,6 +200,7 @@ const serve = (flag: string | undefined, environment: Environment) =>
     Effect.catchTags({
       ConfigError: printConfigError,
       TelemetryEnvError: (error) => Console.error(`roadcar: ${error.message}`).pipe(Effect.as(1)),
+      StoreError: (error) => Console.error(`roadcar: ${error.message}`).pipe(Effect.as(1)),
       ServeError: (error) =>
         Console.error(
           `roadcar: cannot start the server: ${error.cause instanceof Error ? error.cause.message : String(error.cause)}`

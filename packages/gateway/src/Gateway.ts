@@ -10,17 +10,17 @@
  *
  * @since 0.1.0
  */
+
 import {
   type AlertSink,
   Breaker,
   type Monitor,
   type Pipeline,
-  type RateLimit,
-  type ResponseCache,
   Roadcar,
   type RoadcarConfig,
   type Upstream
 } from "@roadcar/core"
+import { RedisFromConfig } from "@roadcar/redis"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import type * as HttpClient from "effect/http/HttpClient"
@@ -95,16 +95,14 @@ export const layer = (options: {
   readonly settings: ServerSettings
   readonly httpClient: Layer.Layer<HttpClient.HttpClient>
   readonly alertSink?: Layer.Layer<AlertSink.AlertSink> | undefined
-}): Layer.Layer<
-  Gateway | Breaker.Breaker | Monitor.Monitor | RateLimit.RateLimit | ResponseCache.ResponseCache,
-  RoadcarConfig.ConfigError
-> =>
+}): Layer.Layer<Gateway | Roadcar.Stages, RoadcarConfig.ConfigError | Roadcar.StoreError> =>
   Layer.effect(Gateway, make(options.config, options.settings)).pipe(
     Layer.provide(options.httpClient),
     Layer.provideMerge(
-      Roadcar.layerStages(options.config, options.alertSink ?? Roadcar.layerAlertSink(options.config)).pipe(
-        Layer.provide(options.httpClient)
-      )
+      Roadcar.layerStages(options.config, {
+        sink: options.alertSink,
+        stores: RedisFromConfig.storeLayers(options.config)
+      }).pipe(Layer.provide(options.httpClient))
     )
   )
 

@@ -9,7 +9,7 @@
  *
  * @since 0.1.0
  */
-import type { RateLimit, UpstreamError } from "@roadcar/core"
+import type { Budget, Pipeline, RateLimit, StoreUnavailable, UpstreamError } from "@roadcar/core"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
@@ -296,6 +296,49 @@ export const fromRateLimit = (error: RateLimit.RateLimitRejected): GatewayError 
     code: "rate_limit_exceeded",
     headers: { "retry-after": retryAfterSeconds(error.retryAfter) }
   })
+
+/**
+ * 429 with `Retry-After` when a key's budget is spent: the message says which budget and when it resets.
+ *
+ * @category error handling
+ * @since 0.1.0
+ */
+export const fromBudget = (error: Budget.BudgetExceeded): GatewayError =>
+  make(429, "rate_limit_error", `${error.message}.`, {
+    code: "budget_exceeded",
+    headers: { "retry-after": retryAfterSeconds(error.retryAfter) }
+  })
+
+/**
+ * 503 when a shared store (Redis) is down and its policy is fail-closed.
+ *
+ * @category error handling
+ * @since 0.1.0
+ */
+export const fromStoreUnavailable = (error: StoreUnavailable.StoreUnavailable): GatewayError =>
+  make(503, "server_error", `The shared ${error.store} store is unavailable; try again shortly.`, {
+    code: "store_unavailable",
+    headers: { "retry-after": "1" }
+  })
+
+/**
+ * The answer to any error of the pipeline.
+ *
+ * @category error handling
+ * @since 0.1.0
+ */
+export const fromPipeline = (error: Pipeline.Refusal | UpstreamError.UpstreamError, model: string): GatewayError => {
+  switch (error._tag) {
+    case "RateLimitRejected":
+      return fromRateLimit(error)
+    case "BudgetExceeded":
+      return fromBudget(error)
+    case "StoreUnavailable":
+      return fromStoreUnavailable(error)
+    case "UpstreamError":
+      return fromUpstream(error, model)
+  }
+}
 
 // =============================================================================
 // Responses

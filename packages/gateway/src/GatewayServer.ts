@@ -15,7 +15,7 @@
 
 import * as Http from "node:http"
 import { NodeHttpServer } from "@effect/platform-node"
-import type { AlertSink, RoadcarConfig } from "@roadcar/core"
+import type { AlertSink, Roadcar, RoadcarConfig } from "@roadcar/core"
 import * as Cause from "effect/Cause"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -240,7 +240,10 @@ const logStart = Layer.effectDiscard(
  */
 export const layer = (
   options: Options
-): Layer.Layer<HttpServer.HttpServer | Gateway, RoadcarConfig.ConfigError | HttpServerError.ServeError> =>
+): Layer.Layer<
+  HttpServer.HttpServer | Gateway,
+  RoadcarConfig.ConfigError | Roadcar.StoreError | HttpServerError.ServeError
+> =>
   Layer.unwrap(
     Effect.gen(function* () {
       const settings = yield* Effect.fromResult(
@@ -270,7 +273,10 @@ export const layer = (
         ? withLog
         : withLog.pipe(Layer.provide(Layer.succeed(Metric.MetricRegistry, new Map())))
     })
-  ) as Layer.Layer<HttpServer.HttpServer | Gateway, RoadcarConfig.ConfigError | HttpServerError.ServeError>
+  ) as Layer.Layer<
+    HttpServer.HttpServer | Gateway,
+    RoadcarConfig.ConfigError | Roadcar.StoreError | HttpServerError.ServeError
+  >
 
 /**
  * A started gateway.
@@ -306,7 +312,7 @@ export interface Started {
  */
 export const start = (
   options: Options
-): Effect.Effect<Started, RoadcarConfig.ConfigError | HttpServerError.ServeError, Scope.Scope> =>
+): Effect.Effect<Started, RoadcarConfig.ConfigError | Roadcar.StoreError | HttpServerError.ServeError, Scope.Scope> =>
   Effect.gen(function* () {
     const context = yield* Layer.build(layer(options))
     const server = Context.get(context, HttpServer.HttpServer)

@@ -12,8 +12,9 @@
  * @since 0.1.0
  */
 
+import type { Charge, ReserveResult } from "@roadcar/core/Budget"
 import * as Budget from "@roadcar/core/Budget"
-import { type Charge, type ReserveResult, StoreUnavailable } from "@roadcar/core/Budget"
+import { StoreUnavailable } from "@roadcar/core/StoreUnavailable"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"

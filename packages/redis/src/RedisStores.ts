@@ -31,8 +31,8 @@
  */
 import type { NodeRedis } from "@effect/platform-node/NodeRedis"
 import type * as Budget from "@roadcar/core/Budget"
-import { isStoreUnavailable, StoreUnavailable } from "@roadcar/core/Budget"
 import type * as ResponseCache from "@roadcar/core/ResponseCache"
+import { isStoreUnavailable, StoreUnavailable } from "@roadcar/core/StoreUnavailable"
 import type * as Config from "effect/Config"
 import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"

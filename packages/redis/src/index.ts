@@ -7,5 +7,6 @@
 export * as RedisBudgetStore from "./RedisBudgetStore.ts"
 export * as RedisConfig from "./RedisConfig.ts"
 export * as RedisConnection from "./RedisConnection.ts"
+export * as RedisFromConfig from "./RedisFromConfig.ts"
 export * as RedisResponseCacheStore from "./RedisResponseCacheStore.ts"
 export * as RedisStores from "./RedisStores.ts"

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { AlertSink, Breaker, Monitor, Pipeline, RateLimit, ResponseCache } from "@roadcar/core"
+import { AlertSink, Breaker, Monitor, Pipeline, RateLimit, ResponseCache, StoreUnavailable } from "@roadcar/core"
 import * as Budget from "@roadcar/core/Budget"
 import { Context, Duration, Effect, Exit, Layer } from "effect"
 import { RateLimiter } from "effect/persistence"
@@ -100,7 +100,9 @@ describe.skipIf(!redisUrl)("Redis faults", () => {
         })
       )
       assert.strictEqual(error.reason._tag, "RateLimitStoreError")
-      assert.isTrue(error.reason._tag === "RateLimitStoreError" && Budget.isStoreUnavailable(error.reason.cause))
+      assert.isTrue(
+        error.reason._tag === "RateLimitStoreError" && StoreUnavailable.isStoreUnavailable(error.reason.cause)
+      )
     }).pipe(Effect.scoped)
   )
 

@@ -94,7 +94,7 @@ describe.skipIf(!redisUrl)("RedisStores (Redis at REDIS_URL)", () => {
         const first = yield* a.rateLimit.admit(big, { key: "k" })
         const second = yield* b.rateLimit.admit(big, { key: "k" })
         const refused = yield* Effect.flip(a.rateLimit.admit(big, { key: "k" }))
-        assert.strictEqual(refused.limit, "tokens per key")
+        assert.strictEqual(refused._tag === "RateLimitRejected" && refused.limit, "tokens per key")
         // Redis accepts the negative count that gives tokens back in a fixed window.
         yield* a.rateLimit.settle(first, ChatCompletion.usage(5, 5))
         yield* b.rateLimit.settle(second, undefined)
