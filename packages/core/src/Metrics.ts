@@ -10,8 +10,39 @@
  * @since 0.1.0
  */
 import * as Clock from "effect/Clock"
+import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Metric from "effect/Metric"
+
+// Every metric below is registered with a factory that builds it with fixed attributes, so a
+// labelled update reuses one metric per label set (its series key computed once) instead of
+// `Metric.withAttributes` per update (merge + sort + JSON.stringify of the attributes every time).
+type AnyMetric = Metric.Metric<number, unknown>
+const factories = new Map<AnyMetric, (attributes: Record<string, string>) => AnyMetric>()
+const labelledCache = new Map<AnyMetric, Map<string, AnyMetric>>()
+
+const family = <M extends AnyMetric>(make: (attributes: Record<string, string> | undefined) => M): M => {
+  const metric = make(undefined)
+  factories.set(metric, make)
+  return metric
+}
+
+const labelled = (metric: AnyMetric, attributes: Record<string, string>): AnyMetric => {
+  let key = ""
+  for (const name in attributes) key += `${name}\u0000${attributes[name]}\u0001`
+  let byKey = labelledCache.get(metric)
+  if (byKey === undefined) {
+    byKey = new Map()
+    labelledCache.set(metric, byKey)
+  }
+  let found = byKey.get(key)
+  if (found === undefined) {
+    const make = factories.get(metric)
+    found = make ? make({ ...attributes }) : Metric.withAttributes(metric, attributes)
+    byKey.set(key, found)
+  }
+  return found
+}
 
 // GenAI semantic-convention bucket boundaries (seconds; tokens).
 const durationBoundaries = [0.01, 0.02, 0.04, 0.08, 0.16, 0.32, 0.64, 1.28, 2.56, 5.12, 10.24, 20.48, 40.96, 81.92]
@@ -27,10 +58,13 @@ const tokenBoundaries = [1, 4, 16, 64, 256, 1024, 4096, 16384, 65536, 262144, 10
  * @category metrics
  * @since 0.1.0
  */
-export const operationDuration = Metric.histogram("gen_ai.client.operation.duration", {
-  description: "GenAI operation duration (one upstream attempt), in seconds",
-  boundaries: durationBoundaries
-})
+export const operationDuration = family((attributes) =>
+  Metric.histogram("gen_ai.client.operation.duration", {
+    description: "GenAI operation duration (one upstream attempt), in seconds",
+    boundaries: durationBoundaries,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * `gen_ai.client.token.usage`: tokens per answer, by `gen_ai.token.type` (`input` / `output`).
@@ -38,10 +72,13 @@ export const operationDuration = Metric.histogram("gen_ai.client.operation.durat
  * @category metrics
  * @since 0.1.0
  */
-export const tokenUsage = Metric.histogram("gen_ai.client.token.usage", {
-  description: "Tokens used per GenAI operation, by gen_ai.token.type",
-  boundaries: tokenBoundaries
-})
+export const tokenUsage = family((attributes) =>
+  Metric.histogram("gen_ai.client.token.usage", {
+    description: "Tokens used per GenAI operation, by gen_ai.token.type",
+    boundaries: tokenBoundaries,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * `gen_ai.client.operation.time_to_first_chunk`: seconds until a stream's first chunk.
@@ -49,10 +86,13 @@ export const tokenUsage = Metric.histogram("gen_ai.client.token.usage", {
  * @category metrics
  * @since 0.1.0
  */
-export const timeToFirstChunk = Metric.histogram("gen_ai.client.operation.time_to_first_chunk", {
-  description: "Time to the first chunk of a streamed GenAI operation, in seconds",
-  boundaries: durationBoundaries
-})
+export const timeToFirstChunk = family((attributes) =>
+  Metric.histogram("gen_ai.client.operation.time_to_first_chunk", {
+    description: "Time to the first chunk of a streamed GenAI operation, in seconds",
+    boundaries: durationBoundaries,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 // =============================================================================
 // Roadcar's own
@@ -64,10 +104,13 @@ export const timeToFirstChunk = Metric.histogram("gen_ai.client.operation.time_t
  * @category metrics
  * @since 0.1.0
  */
-export const requests = Metric.counter("roadcar_requests_total", {
-  description: "Requests by public model and outcome",
-  incremental: true
-})
+export const requests = family((attributes) =>
+  Metric.counter("roadcar_requests_total", {
+    description: "Requests by public model and outcome",
+    incremental: true,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * Request latency in seconds by `model` and `outcome`.
@@ -75,10 +118,13 @@ export const requests = Metric.counter("roadcar_requests_total", {
  * @category metrics
  * @since 0.1.0
  */
-export const requestDuration = Metric.histogram("roadcar_request_duration_seconds", {
-  description: "Request latency through the pipeline, in seconds",
-  boundaries: durationBoundaries
-})
+export const requestDuration = family((attributes) =>
+  Metric.histogram("roadcar_request_duration_seconds", {
+    description: "Request latency through the pipeline, in seconds",
+    boundaries: durationBoundaries,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * Retries by `upstream` and `reason`.
@@ -86,10 +132,13 @@ export const requestDuration = Metric.histogram("roadcar_request_duration_second
  * @category metrics
  * @since 0.1.0
  */
-export const retries = Metric.counter("roadcar_retries_total", {
-  description: "Retries by upstream and reason",
-  incremental: true
-})
+export const retries = family((attributes) =>
+  Metric.counter("roadcar_retries_total", {
+    description: "Retries by upstream and reason",
+    incremental: true,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * Fallbacks by `model`, the `upstream` that took over, and the `reason` the previous step failed.
@@ -97,10 +146,13 @@ export const retries = Metric.counter("roadcar_retries_total", {
  * @category metrics
  * @since 0.1.0
  */
-export const fallbacks = Metric.counter("roadcar_fallbacks_total", {
-  description: "Fallbacks by model, answering step and reason",
-  incremental: true
-})
+export const fallbacks = family((attributes) =>
+  Metric.counter("roadcar_fallbacks_total", {
+    description: "Fallbacks by model, answering step and reason",
+    incremental: true,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * Cache lookups by `model` and `result` (`hit` / `miss`).
@@ -108,10 +160,13 @@ export const fallbacks = Metric.counter("roadcar_fallbacks_total", {
  * @category metrics
  * @since 0.1.0
  */
-export const cacheLookups = Metric.counter("roadcar_cache_lookups_total", {
-  description: "Response cache lookups by model and result",
-  incremental: true
-})
+export const cacheLookups = family((attributes) =>
+  Metric.counter("roadcar_cache_lookups_total", {
+    description: "Response cache lookups by model and result",
+    incremental: true,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * Requests refused by Roadcar's own rate limit, by `model` and `limit`.
@@ -119,10 +174,13 @@ export const cacheLookups = Metric.counter("roadcar_cache_lookups_total", {
  * @category metrics
  * @since 0.1.0
  */
-export const rateLimited = Metric.counter("roadcar_rate_limited_total", {
-  description: "Requests refused by Roadcar's rate limit",
-  incremental: true
-})
+export const rateLimited = family((attributes) =>
+  Metric.counter("roadcar_rate_limited_total", {
+    description: "Requests refused by Roadcar's rate limit",
+    incremental: true,
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * Breaker state per `upstream`: 0 closed, 1 half-open, 2 open.
@@ -130,9 +188,12 @@ export const rateLimited = Metric.counter("roadcar_rate_limited_total", {
  * @category metrics
  * @since 0.1.0
  */
-export const breakerState = Metric.gauge("roadcar_breaker_state", {
-  description: "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open"
-})
+export const breakerState = family((attributes) =>
+  Metric.gauge("roadcar_breaker_state", {
+    description: "Circuit breaker state per upstream: 0 closed, 1 half-open, 2 open",
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * Requests in flight by `model`.
@@ -140,7 +201,12 @@ export const breakerState = Metric.gauge("roadcar_breaker_state", {
  * @category metrics
  * @since 0.1.0
  */
-export const inFlight = Metric.gauge("roadcar_requests_in_flight", { description: "Requests in flight by model" })
+export const inFlight = family((attributes) =>
+  Metric.gauge("roadcar_requests_in_flight", {
+    description: "Requests in flight by model",
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * The gateway's own time per request (total minus upstream time), in seconds.
@@ -148,10 +214,13 @@ export const inFlight = Metric.gauge("roadcar_requests_in_flight", { description
  * @category metrics
  * @since 0.1.0
  */
-export const overhead = Metric.histogram("roadcar_gateway_overhead_seconds", {
-  description: "Gateway overhead per request (total time minus time spent on upstream calls), in seconds",
-  boundaries: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1]
-})
+export const overhead = family((attributes) =>
+  Metric.histogram("roadcar_gateway_overhead_seconds", {
+    description: "Gateway overhead per request (total time minus time spent on upstream calls), in seconds",
+    boundaries: [0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 1],
+    ...(attributes ? { attributes } : {})
+  })
+)
 
 /**
  * Adds one to a counter with labels.
@@ -160,7 +229,7 @@ export const overhead = Metric.histogram("roadcar_gateway_overhead_seconds", {
  * @since 0.1.0
  */
 export const increment = (counter: Metric.Counter<number>, attributes: Record<string, string>): Effect.Effect<void> =>
-  Metric.update(Metric.withAttributes(counter, attributes), 1)
+  Metric.update(labelled(counter as AnyMetric, attributes), 1)
 
 /**
  * Records a value in a histogram with labels.
@@ -172,7 +241,7 @@ export const record = (
   histogram: Metric.Metric<number, unknown>,
   attributes: Record<string, string>,
   value: number
-): Effect.Effect<void> => Metric.update(Metric.withAttributes(histogram, attributes), value)
+): Effect.Effect<void> => Metric.update(labelled(histogram as AnyMetric, attributes), value)
 
 /**
  * Adds a span event with attributes to the current span, if there is one.
@@ -186,3 +255,31 @@ export const spanEvent = (name: string, attributes: Record<string, unknown>): Ef
       ? Effect.map(Clock.currentTimeNanos, (now) => span.value.event(name, now, attributes))
       : Effect.void
   )
+
+/**
+ * Adds `delta` to a gauge with labels.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const modify = (
+  gauge: Metric.Gauge<number>,
+  attributes: Record<string, string>,
+  delta: number
+): Effect.Effect<void> => Metric.modify(labelled(gauge as AnyMetric, attributes), delta)
+
+/**
+ * Records several labelled histogram values in one step.
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const recordAll = (
+  entries: ReadonlyArray<readonly [Metric.Metric<number, unknown>, Record<string, string>, number]>
+): Effect.Effect<void> =>
+  Effect.contextWith((context: Context.Context<never>) => {
+    for (const [histogram, attributes, value] of entries) {
+      labelled(histogram as AnyMetric, attributes).updateUnsafe(value, context)
+    }
+    return Effect.void
+  })

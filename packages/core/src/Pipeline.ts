@@ -30,6 +30,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as Option from "effect/Option"
+import type * as Schedule from "effect/Schedule"
 import * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import * as Breaker from "./Breaker.ts"
@@ -207,9 +208,30 @@ interface RequestState {
   fallback: AnswerMeta["fallback"]
 }
 
+// `Effect.retry` whose schedule is built only once the first attempt failed: the success path pays
+// for no schedule. The first failure is replayed to the schedule as its first input.
+const retryAfterFirstFailure = <A, R>(
+  attempt: Effect.Effect<A, UpstreamError, R>,
+  schedule: () => Schedule.Schedule<unknown, UpstreamError>
+): Effect.Effect<A, UpstreamError, R> =>
+  Effect.catch(attempt, (first) => {
+    let replay = true
+    return Effect.retry(
+      Effect.suspend(() => {
+        if (!replay) return attempt
+        replay = false
+        return Effect.fail(first)
+      }),
+      schedule()
+    )
+  })
+
 const defaultWhen = (tag: ReasonTag) => tag !== "BadRequest"
 
 const staticUpstream = "static"
+
+// Spans on the request path skip the stack trace capture (a `new Error()` per span).
+const noStack = { captureStackTrace: false } as const
 
 let requestCounter = 0
 const newRequestId = (): string => {
@@ -387,31 +409,29 @@ export const make = <const O extends Options>(
     ): Effect.Effect<A, UpstreamError, R> =>
       breaker.protect(
         step.upstream.name,
-        attempt.pipe(
-          Effect.retry(
-            Retry.schedule(step.retry, {
-              deadline: state.deadline,
-              onRetry: (event) =>
-                Effect.logInfo(Retry.describe(event)).pipe(
-                  Effect.annotateLogs({ request_id: state.requestId, upstream: step.upstream.name }),
-                  Effect.andThen(
-                    Metrics.spanEvent("roadcar.retry", {
-                      "roadcar.retry": event.retry,
-                      "roadcar.retry.delay_ms": Math.round(Duration.toMillis(event.delay)),
-                      "roadcar.upstream": step.upstream.name,
-                      "error.type": event.error.reason._tag,
-                      "roadcar.reason": event.error.reason.description
-                    })
-                  ),
-                  Effect.andThen(
-                    Metrics.increment(Metrics.retries, {
-                      upstream: step.upstream.name,
-                      reason: event.error.reason._tag
-                    })
-                  )
+        retryAfterFirstFailure(attempt, () =>
+          Retry.schedule(step.retry, {
+            deadline: state.deadline,
+            onRetry: (event) =>
+              Effect.logInfo(Retry.describe(event)).pipe(
+                Effect.annotateLogs({ request_id: state.requestId, upstream: step.upstream.name }),
+                Effect.andThen(
+                  Metrics.spanEvent("roadcar.retry", {
+                    "roadcar.retry": event.retry,
+                    "roadcar.retry.delay_ms": Math.round(Duration.toMillis(event.delay)),
+                    "roadcar.upstream": step.upstream.name,
+                    "error.type": event.error.reason._tag,
+                    "roadcar.reason": event.error.reason.description
+                  })
+                ),
+                Effect.andThen(
+                  Metrics.increment(Metrics.retries, {
+                    upstream: step.upstream.name,
+                    reason: event.error.reason._tag
+                  })
                 )
-            })
-          )
+              )
+          })
         )
       )
 
@@ -458,48 +478,70 @@ export const make = <const O extends Options>(
       ...(upstream.server ? { "server.address": upstream.server.address } : {})
     })
 
-    // Records the outcome of one attempt on its span and in the GenAI metrics.
-    const observeAttempt = (upstream: Upstream, startedAt: number) =>
-      Effect.fnUntraced(function* (exit: Exit.Exit<ChatResponse | Opened, UpstreamError>) {
-        const seconds = ((yield* Clock.currentTimeMillis) - startedAt) / 1000
-        const labels = metricAttributes(upstream)
-        if (Exit.isFailure(exit)) {
-          const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
-          const errorType = error ? error.reason._tag : "interrupted"
-          yield* Effect.annotateCurrentSpan({ "error.type": errorType })
-          yield* Metrics.record(Metrics.operationDuration, { ...labels, "error.type": errorType }, seconds)
-          return
-        }
-        const value = exit.value
-        if ("head" in value) {
-          yield* Metrics.record(Metrics.timeToFirstChunk, labels, seconds)
-          const first = value.head[0]
-          if (first)
-            yield* Effect.annotateCurrentSpan({ "gen_ai.response.id": first.id, "gen_ai.response.model": first.model })
-          return
-        }
-        const usage = value.usage
-        yield* Effect.annotateCurrentSpan({
-          "gen_ai.response.id": value.id,
-          "gen_ai.response.model": value.model,
-          "gen_ai.response.finish_reasons": value.choices.map((choice) => choice.finish_reason ?? "unknown"),
-          "gen_ai.usage.input_tokens": usage.prompt_tokens,
-          "gen_ai.usage.output_tokens": usage.completion_tokens,
-          ...(recordContent ? { "gen_ai.output.messages": JSON.stringify(value.choices.map((c) => c.message)) } : {})
+    // Records the outcome of one attempt on its span and in the GenAI metrics. The labels of an
+    // upstream are built once; the response-model labels once per answered model.
+    const labelsByUpstream = new Map<
+      string,
+      { base: Record<string, string>; byModel: Map<string, Record<string, string>> }
+    >()
+    const labelsOf = (upstream: Upstream) => {
+      let found = labelsByUpstream.get(upstream.name)
+      if (found === undefined) {
+        found = { base: metricAttributes(upstream), byModel: new Map() }
+        labelsByUpstream.set(upstream.name, found)
+      }
+      return found
+    }
+    const observeAttempt =
+      (upstream: Upstream, startedAt: number) =>
+      (exit: Exit.Exit<ChatResponse | Opened, UpstreamError>): Effect.Effect<void> =>
+        Effect.clockWith((clock) => {
+          const seconds = (clock.currentTimeMillisUnsafe() - startedAt) / 1000
+          const labels = labelsOf(upstream)
+          if (Exit.isFailure(exit)) {
+            const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
+            const errorType = error ? error.reason._tag : "interrupted"
+            return Effect.andThen(
+              Effect.annotateCurrentSpan({ "error.type": errorType }),
+              Metrics.record(Metrics.operationDuration, { ...labels.base, "error.type": errorType }, seconds)
+            )
+          }
+          const value = exit.value
+          if ("head" in value) {
+            const first = value.head[0]
+            const record = Metrics.record(Metrics.timeToFirstChunk, labels.base, seconds)
+            return first
+              ? Effect.andThen(
+                  record,
+                  Effect.annotateCurrentSpan({ "gen_ai.response.id": first.id, "gen_ai.response.model": first.model })
+                )
+              : record
+          }
+          const usage = value.usage
+          let responseLabels = labels.byModel.get(value.model)
+          if (responseLabels === undefined) {
+            responseLabels = { ...labels.base, "gen_ai.response.model": value.model }
+            labels.byModel.set(value.model, responseLabels)
+          }
+          const finished = responseLabels
+          return Effect.andThen(
+            Effect.annotateCurrentSpan({
+              "gen_ai.response.id": value.id,
+              "gen_ai.response.model": value.model,
+              "gen_ai.response.finish_reasons": value.choices.map((choice) => choice.finish_reason ?? "unknown"),
+              "gen_ai.usage.input_tokens": usage.prompt_tokens,
+              "gen_ai.usage.output_tokens": usage.completion_tokens,
+              ...(recordContent
+                ? { "gen_ai.output.messages": JSON.stringify(value.choices.map((c) => c.message)) }
+                : {})
+            }),
+            Metrics.recordAll([
+              [Metrics.operationDuration, finished, seconds],
+              [Metrics.tokenUsage, { ...finished, "gen_ai.token.type": "input" }, usage.prompt_tokens],
+              [Metrics.tokenUsage, { ...finished, "gen_ai.token.type": "output" }, usage.completion_tokens]
+            ])
+          )
         })
-        const responseLabels = { ...labels, "gen_ai.response.model": value.model }
-        yield* Metrics.record(Metrics.operationDuration, responseLabels, seconds)
-        yield* Metrics.record(
-          Metrics.tokenUsage,
-          { ...responseLabels, "gen_ai.token.type": "input" },
-          usage.prompt_tokens
-        )
-        yield* Metrics.record(
-          Metrics.tokenUsage,
-          { ...responseLabels, "gen_ai.token.type": "output" },
-          usage.completion_tokens
-        )
-      })
 
     const instrumentAttempt = <A extends ChatResponse | Opened>(
       state: RequestState,
@@ -514,7 +556,7 @@ export const make = <const O extends Options>(
           attempt.pipe(
             Effect.onExit((exit: Exit.Exit<A, UpstreamError>) => observeAttempt(upstream, startedAt)(exit)),
             Effect.tapError(onFailedAttempt(state, upstream)),
-            Effect.withSpan(`chat ${upstream.model}`, { kind: "client", attributes })
+            Effect.withSpan(`chat ${upstream.model}`, { kind: "client", attributes }, noStack)
           )
         )
       })
@@ -608,9 +650,11 @@ export const make = <const O extends Options>(
         const upstreamRequest = request
         return withRetry(state, step, attempt(step.upstream, upstreamRequest)).pipe(
           timed(state),
-          Effect.withSpan("roadcar.step", {
-            attributes: { "roadcar.step": index, "roadcar.upstream": step.upstream.name }
-          }),
+          Effect.withSpan(
+            "roadcar.step",
+            { attributes: { "roadcar.step": index, "roadcar.upstream": step.upstream.name } },
+            noStack
+          ),
           Effect.map((value) => ({ value, upstream: step.upstream })),
           Effect.catch((error) => {
             for (let next = index + 1; next < steps.length; next++) {
@@ -685,7 +729,7 @@ export const make = <const O extends Options>(
         const labels = { model: modelLabel, outcome }
         yield* Metrics.increment(Metrics.requests, labels)
         yield* Metrics.record(Metrics.requestDuration, labels, latencyMs / 1000)
-        yield* Metric.modify(Metric.withAttributes(Metrics.inFlight, { model: modelLabel }), -1)
+        yield* Metrics.modify(Metrics.inFlight, { model: modelLabel }, -1)
         yield* Effect.annotateCurrentSpan({ "roadcar.outcome": outcome, "roadcar.attempts": state.attempts })
         const span = yield* Effect.option(Effect.currentSpan)
         yield* monitor.requestFinished({
@@ -737,7 +781,7 @@ export const make = <const O extends Options>(
           state.model,
           span._tag === "Some" ? span.value.traceId : undefined
         )
-        yield* Metric.modify(Metric.withAttributes(Metrics.inFlight, { model: modelLabel }), 1)
+        yield* Metrics.modify(Metrics.inFlight, { model: modelLabel }, 1)
         yield* Effect.annotateCurrentSpan({ "roadcar.request_id": state.requestId })
         return { state, started, identity: { key: options?.key, user: options?.user } satisfies Identity }
       })
@@ -770,7 +814,7 @@ export const make = <const O extends Options>(
           const reserve = budget.value.reserve(request, identity)
           admission.budget = yield* Effect.uninterruptible(reserve)
         }
-      }).pipe(Effect.tapError(observeRefusal), Effect.withSpan("roadcar.rate_limit"))
+      }).pipe(Effect.tapError(observeRefusal), Effect.withSpan("roadcar.rate_limit", undefined, noStack))
 
     const observeCache = (hit: boolean) =>
       Effect.andThen(
@@ -831,7 +875,7 @@ export const make = <const O extends Options>(
             cache._tag === "Some"
               ? yield* cache.value.lookup(request, compute).pipe(
                   Effect.tap((looked) => observeCache(looked.hit)),
-                  Effect.withSpan("roadcar.cache")
+                  Effect.withSpan("roadcar.cache", undefined, noStack)
                 )
               : { entry: yield* compute, hit: false }
           const upstream = upstreamByName.get(looked.entry.upstream)
@@ -858,7 +902,7 @@ export const make = <const O extends Options>(
           )
         )
       }).pipe(
-        Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } })
+        Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } }, noStack)
       ) as Effect.Effect<Answer, ErrorOf<O>>
 
     // --- stream ---------------------------------------------------------------------------------
@@ -889,7 +933,7 @@ export const make = <const O extends Options>(
           if (cache._tag === "Some") {
             const hit = yield* cache.value.peek(request).pipe(
               Effect.tap((found) => observeCache(Option.isSome(found))),
-              Effect.withSpan("roadcar.cache")
+              Effect.withSpan("roadcar.cache", undefined, noStack)
             )
             if (Option.isSome(hit)) {
               return {
@@ -946,7 +990,7 @@ export const make = <const O extends Options>(
         )
         return yield* opened
       }).pipe(
-        Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } })
+        Effect.withSpan("roadcar.pipeline", { attributes: { "gen_ai.request.model": request.model } }, noStack)
       ) as Effect.Effect<StreamAnswer, ErrorOf<O>, Scope.Scope>
 
     return { upstreams: steps.map((step) => step.upstream), complete, stream } satisfies Pipeline<ErrorOf<O>>

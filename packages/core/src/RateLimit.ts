@@ -199,13 +199,25 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       })
     )
 
+  // Windows are decoded once, not on every consume.
+  const rules = options.rules.map((rule) => ({
+    ...rule,
+    requests: rule.requests && { limit: rule.requests.limit, window: Duration.fromInputUnsafe(rule.requests.window) },
+    tokens: rule.tokens && { limit: rule.tokens.limit, window: Duration.fromInputUnsafe(rule.tokens.window) }
+  }))
+
   const admit = (request: ChatRequest, identity: Identity) =>
     Effect.suspend(() => {
       const estimatedTokens = estimateTokens(request, options.defaultMaxTokens)
       const taken: Array<{ key: string; limit: Limit; tokens: number }> = []
       const tokenKeys: Array<{ key: string; limit: Limit }> = []
-      const steps: Array<Effect.Effect<void, RateLimitRejected | StoreUnavailable>> = []
-      for (const rule of options.rules) {
+      let chain: Effect.Effect<void, RateLimitRejected | StoreUnavailable> | undefined
+      let steps = 0
+      const then = (step: Effect.Effect<void, RateLimitRejected | StoreUnavailable>) => {
+        chain = chain === undefined ? step : Effect.andThen(chain, step)
+        steps++
+      }
+      for (const rule of rules) {
         if (rule.forKey !== undefined && rule.forKey !== identity.key) continue
         const value = subjectOf(rule, request, identity)
         if (value === undefined) continue
@@ -217,27 +229,33 @@ export const make = Effect.fnUntraced(function* (options: Options) {
         const requests = rule.requests
         if (requests) {
           const key = `${prefix}:requests`
-          steps.push(
-            Effect.tap(take(key, requests, 1, `requests per ${rule.by}`, subject), () =>
-              Effect.sync(() => taken.push({ key, limit: requests, tokens: 1 }))
-            )
+          then(
+            Effect.map(take(key, requests, 1, `requests per ${rule.by}`, subject), () => {
+              taken.push({ key, limit: requests, tokens: 1 })
+            })
           )
         }
         const tokens = rule.tokens
         if (tokens) {
           const key = `${prefix}:tokens`
           tokenKeys.push({ key, limit: tokens })
-          steps.push(
-            Effect.tap(take(key, tokens, estimatedTokens, `tokens per ${rule.by}`, subject), () =>
-              Effect.sync(() => taken.push({ key, limit: tokens, tokens: estimatedTokens }))
-            )
+          then(
+            Effect.map(take(key, tokens, estimatedTokens, `tokens per ${rule.by}`, subject), () => {
+              taken.push({ key, limit: tokens, tokens: estimatedTokens })
+            })
           )
         }
       }
-      return Effect.forEach(steps, (step) => step, { discard: true }).pipe(
-        // A later rule refused: give back what the earlier ones took, so a refused request costs nothing.
-        Effect.tapError(() => Effect.forEach(taken, (t) => giveBack(t.key, t.limit, t.tokens), { discard: true })),
-        Effect.as<Reservation>({ estimatedTokens, tokenKeys })
+      const reservation: Reservation = { estimatedTokens, tokenKeys }
+      if (chain === undefined) return Effect.succeed(reservation)
+      return Effect.as(
+        steps === 1
+          ? chain
+          : // A later rule refused: give back what the earlier ones took, so a refused request costs nothing.
+            Effect.tapError(chain, () =>
+              Effect.forEach(taken, (t) => giveBack(t.key, t.limit, t.tokens), { discard: true })
+            ),
+        reservation
       )
     })
 
