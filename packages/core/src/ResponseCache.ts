@@ -2,8 +2,9 @@
  * Caches successful answers by an exact, canonical request key, and coalesces identical requests in
  * flight into one upstream call.
  *
- * `ResponseCache` wraps `effect/Cache`: capacity (least recently used out), time to live, and one
- * shared lookup for concurrent identical requests. The key covers everything that shapes the answer
+ * `ResponseCache` keeps answers in process with a capacity (least recently used out) and a time to
+ * live, and makes one shared call for concurrent identical requests; a `ResponseCacheStore` (Redis)
+ * can sit behind it, shared by replicas. The key covers everything that shapes the answer
  * (model, messages, tools, tool_choice, response_format, temperature, top_p, seed, stop, penalties,
  * max tokens, ...) and ignores what does not (stream, stream_options, user, metadata, JSON key order
  * and formatting, whitespace around each message's text). Only successes are kept, and answers marked
@@ -12,13 +13,13 @@
  * @since 0.1.0
  */
 import { createHash } from "node:crypto"
-import * as Cache from "effect/Cache"
+import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
+import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
-import * as Equal from "effect/Equal"
 import * as Exit from "effect/Exit"
-import * as Hash from "effect/Hash"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
@@ -148,25 +149,6 @@ export const canonicalKey = (request: ChatRequest): string => {
   return JSON.stringify(sortKeys(shaping))
 }
 
-// A cache key compares by its canonical string; it carries the lookup of the request that made it.
-class Key<E> implements Equal.Equal {
-  computed = false
-  readonly canonical: string
-  readonly request: ChatRequest | undefined
-  readonly compute: Effect.Effect<Entry, E>
-  constructor(canonical: string, compute: Effect.Effect<Entry, E>, request?: ChatRequest) {
-    this.canonical = canonical
-    this.compute = compute
-    this.request = request
-  }
-  [Equal.symbol](that: Equal.Equal): boolean {
-    return that instanceof Key && that.canonical === this.canonical
-  }
-  [Hash.symbol](): number {
-    return Hash.string(this.canonical)
-  }
-}
-
 /**
  * The result of a lookup: the entry, and whether it came from the cache (or from another identical
  * request in flight) instead of a call of this request's own.
@@ -207,66 +189,116 @@ export class ResponseCache extends Context.Service<
  * @since 0.1.0
  */
 export const make = Effect.fnUntraced(function* (options: Options) {
+  const timeToLiveMillis = Duration.toMillis(Duration.fromInputUnsafe(options.timeToLive))
   const timeToLive = Duration.fromInputUnsafe(options.timeToLive)
   const shared = yield* Effect.serviceOption(ResponseCacheStore)
+  const clock = yield* Clock.Clock
   const warn = (what: string) => (error: ResponseCacheStoreError) =>
     Effect.logWarning(`response cache store ${what} failed: ${error.detail}`)
+  // Entries in least-recently-used order (a Map keeps insertion order: a hit moves its key last).
+  const entries = new Map<string, { readonly entry: Entry; readonly expiresAt: number }>()
+  // One call in flight per key; identical requests wait for it.
+  const inFlight = new Map<string, Deferred.Deferred<Entry, unknown>>()
+
+  const held = (key: string): Entry | undefined => {
+    const found = entries.get(key)
+    if (found === undefined) return undefined
+    entries.delete(key)
+    if (found.expiresAt <= clock.currentTimeMillisUnsafe()) return undefined
+    entries.set(key, found)
+    return found.entry
+  }
+  const keep = (key: string, entry: Entry) => {
+    if (!entry.cacheable || timeToLiveMillis <= 0) return
+    entries.delete(key)
+    entries.set(key, { entry, expiresAt: clock.currentTimeMillisUnsafe() + timeToLiveMillis })
+    if (entries.size > options.capacity) {
+      const oldest = entries.keys().next()
+      if (!oldest.done) entries.delete(oldest.value)
+    }
+  }
   // A local miss asks the shared store first; a computed entry is written back to it.
-  const computeThrough = (key: Key<unknown>): Effect.Effect<Entry, unknown> => {
-    const computeLocal = Effect.suspend(() => {
-      key.computed = true
-      return key.compute
+  // `computed` is set when this request's own call ran (an entry from the shared store is a hit).
+  const computeThrough = <E>(
+    request: ChatRequest,
+    compute: Effect.Effect<Entry, E>,
+    computed: { ran: boolean }
+  ): Effect.Effect<Entry, E> => {
+    const own = Effect.suspend(() => {
+      computed.ran = true
+      return compute
     })
-    if (shared._tag === "None" || key.request === undefined) return computeLocal
+    if (shared._tag === "None") return own
     const store = shared.value
-    const hash = storeKey(key.request)
+    const hash = storeKey(request)
     return store.get(hash).pipe(
       Effect.catch((error) => Effect.as(warn("read")(error), Option.none<Entry>())),
       Effect.flatMap((found) =>
         Option.isSome(found)
           ? Effect.succeed(found.value)
-          : Effect.tap(computeLocal, (entry) =>
+          : Effect.tap(own, (entry) =>
               entry.cacheable ? store.set(hash, entry, timeToLive).pipe(Effect.catch(warn("write"))) : Effect.void
             )
       )
     )
   }
-  // The lookup's error type is the caller's `E`, erased here and restored in `lookup`: a key's
-  // lookup only ever fails with the error of the `compute` effect it carries.
-  const cache = yield* Cache.makeWith((key: Key<unknown>) => computeThrough(key), {
-    capacity: options.capacity,
-    timeToLive: (exit) => (Exit.isSuccess(exit) && exit.value.cacheable ? timeToLive : Duration.zero)
-  })
   const lookup = <E>(request: ChatRequest, compute: Effect.Effect<Entry, E>): Effect.Effect<Lookup, E> =>
     Effect.suspend(() => {
-      const key = new Key<unknown>(canonicalKey(request), compute, request)
-      return Effect.map(Cache.get(cache, key) as Effect.Effect<Entry, E>, (entry) => ({ entry, hit: !key.computed }))
+      const key = canonicalKey(request)
+      const entry = held(key)
+      if (entry !== undefined) return Effect.succeed({ entry, hit: true })
+      const pending = inFlight.get(key)
+      if (pending !== undefined) {
+        // Share the call in flight; if its caller was interrupted, take over with a call of our own.
+        return (Deferred.await(pending) as Effect.Effect<Entry, E>).pipe(
+          Effect.map((entry): Lookup => ({ entry, hit: true })),
+          Effect.catchCause((cause) =>
+            Cause.hasInterruptsOnly(cause) ? lookup(request, compute) : Effect.failCause(cause)
+          )
+        )
+      }
+      const deferred = Deferred.makeUnsafe<Entry, unknown>()
+      inFlight.set(key, deferred)
+      const computed = { ran: false }
+      return computeThrough(request, compute, computed).pipe(
+        Effect.onExit((exit) =>
+          Effect.sync(() => {
+            inFlight.delete(key)
+            if (Exit.isSuccess(exit)) keep(key, exit.value)
+            Deferred.doneUnsafe(deferred, exit)
+          })
+        ),
+        Effect.map((entry): Lookup => ({ entry, hit: !computed.ran }))
+      )
     })
   return ResponseCache.of({
     lookup,
     peek: (request) =>
-      Effect.flatMap(
-        Cache.getSuccess(cache, new Key<unknown>(canonicalKey(request), Effect.never)) as Effect.Effect<
-          Option.Option<Entry>
-        >,
-        (local) =>
-          Option.isSome(local) || shared._tag === "None"
-            ? Effect.succeed(local)
-            : shared.value
-                .get(storeKey(request))
-                .pipe(Effect.catch((error) => Effect.as(warn("read")(error), Option.none<Entry>())))
-      ),
+      Effect.suspend(() => {
+        const local = held(canonicalKey(request))
+        if (local !== undefined) return Effect.succeed(Option.some(local))
+        return shared._tag === "None"
+          ? Effect.succeed(Option.none<Entry>())
+          : shared.value
+              .get(storeKey(request))
+              .pipe(Effect.catch((error) => Effect.as(warn("read")(error), Option.none<Entry>())))
+      }),
     store: (request, entry) =>
       entry.cacheable
         ? Effect.andThen(
-            Cache.set(cache, new Key<unknown>(canonicalKey(request), Effect.succeed(entry)), entry),
+            Effect.sync(() => keep(canonicalKey(request), entry)),
             shared._tag === "Some"
               ? shared.value.set(storeKey(request), entry, timeToLive).pipe(Effect.catch(warn("write")))
               : Effect.void
           )
         : Effect.void,
-    size: Cache.size(cache),
-    invalidateAll: Cache.invalidateAll(cache)
+    size: Effect.sync(() => {
+      const now = clock.currentTimeMillisUnsafe()
+      let size = 0
+      for (const held of entries.values()) if (held.expiresAt > now) size++
+      return size
+    }),
+    invalidateAll: Effect.sync(() => entries.clear())
   })
 })
 
