@@ -1,8 +1,8 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Breaker, ChatCompletion, Monitor, Pipeline, RateLimit } from "@roadcar/core"
+import { AlertSink, Breaker, Budget, ChatCompletion, Monitor, Pipeline, RateLimit } from "@roadcar/core"
 import { Duration, Effect, Exit, Fiber, Layer, Schema } from "effect"
 import { TestClock } from "effect/testing"
-import { request, scripted } from "./utils/Scripted.ts"
+import { badRequest, request, scripted } from "./utils/Scripted.ts"
 
 const perKey = (limit: number, onExceeded: "wait" | "reject" = "reject") =>
   RateLimit.layerMemory({ rules: [{ by: "key", requests: { limit, window: "10 seconds" } }], onExceeded })
@@ -108,5 +108,39 @@ describe("RateLimit", () => {
       assert.strictEqual(error._tag, "RateLimitRejected")
       assert.strictEqual(primary.calls.length, 1)
     }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Breaker.layerMemory(), Monitor.layerNoop, perKey(1))))
+  )
+
+  it.effect("in the pipeline, a budget is reserved before the call, settled after, and refuses when spent", () =>
+    Effect.gen(function* () {
+      const primary = scripted("primary", [badRequest])
+      const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }] })
+      const budget = yield* Budget.Budget
+      // The failed call's reservation is released: nothing is spent.
+      yield* Effect.flip(pipeline.complete(request("fails", { max_tokens: 10 }), { key: "k" }))
+      assert.deepStrictEqual(
+        (yield* budget.status("k")).map((status) => status.used),
+        [0]
+      )
+      // A successful call is charged its real usage (5 + 3 tokens in the scripted answer).
+      yield* pipeline.complete(request("ok", { max_tokens: 10 }), { key: "k" })
+      assert.deepStrictEqual(
+        (yield* budget.status("k")).map((status) => status.used),
+        [8]
+      )
+      // A request whose estimate no longer fits is refused before any upstream call.
+      const calls = primary.calls.length
+      const refused = yield* Effect.flip(pipeline.complete(request("big", { max_tokens: 50 }), { key: "k" }))
+      assert.strictEqual(refused._tag, "BudgetExceeded")
+      assert.strictEqual(primary.calls.length, calls)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.mergeAll(
+          Breaker.layerMemory(),
+          Monitor.layerNoop,
+          Budget.layerMemory({ budgets: [{ per: "day", tokens: 40 }] }).pipe(Layer.provide(AlertSink.layerLog))
+        )
+      )
+    )
   )
 })

@@ -23,7 +23,7 @@ const stack = (options: RedisConfig.Options, alerts: Array<AlertSink.Alert>) =>
     const context = yield* Layer.build(
       Layer.mergeAll(
         RateLimit.layer({
-          rules: [{ by: "key", requests: { limit: 100, window: "1 minute" } }],
+          rules: [{ by: "global", requests: { limit: 100, window: "1 minute" } }],
           onExceeded: "reject"
         }).pipe(Layer.provide(RateLimiter.layer)),
         Breaker.layer(),
@@ -33,6 +33,8 @@ const stack = (options: RedisConfig.Options, alerts: Array<AlertSink.Alert>) =>
       ).pipe(Layer.provideMerge(stores))
     )
     const upstream = scripted("primary", [])
+    // Requests through the pipeline carry no key: the (fail-open) rate limit is global, and the
+    // (fail-closed) budget, which applies to keys, is exercised directly through `budget`.
     const pipeline: Pipeline.Pipeline = yield* Pipeline.make({ steps: [{ upstream, retry: { attempts: 1 } }] }).pipe(
       Effect.provideContext(context)
     )
@@ -67,7 +69,7 @@ describe.skipIf(!redisUrl)("Redis faults", () => {
       assert.isFalse(yield* replica.connection.available)
 
       // Rate limit (fail-open), cache and breaker (always fail-open): the request is answered.
-      const answered = yield* timed(replica.pipeline.complete(request("hello"), { key: "team-a" }))
+      const answered = yield* timed(replica.pipeline.complete(request("hello")))
       assert.strictEqual(answered.value.meta.upstream, "primary")
       assert.isBelow(answered.ms, commandTimeout + slack)
       // Budget (fail-closed by default): refused with StoreUnavailable, without waiting.
@@ -122,7 +124,7 @@ describe.skipIf(!redisUrl)("Redis faults", () => {
       const refused = yield* timed(Effect.exit(replica.budget.reserve(request(), { key: "team-a" })))
       assert.isTrue(Exit.isFailure(refused.value))
       assert.isBelow(refused.ms, commandTimeout + slack)
-      const answered = yield* timed(replica.pipeline.complete(request("while down"), { key: "team-a" }))
+      const answered = yield* timed(replica.pipeline.complete(request("while down")))
       assert.isBelow(answered.ms, commandTimeout + slack)
 
       yield* redis.start
@@ -130,7 +132,7 @@ describe.skipIf(!redisUrl)("Redis faults", () => {
         Effect.map(Effect.exit(replica.budget.reserve(request(), { key: "team-a" })), Exit.isSuccess),
         "the budget store answers again"
       )
-      yield* replica.pipeline.complete(request("after"), { key: "team-a" })
+      yield* replica.pipeline.complete(request("after"))
       yield* Effect.sleep("50 millis")
       assert.deepStrictEqual(rules(alerts), ["Raised store_unavailable", "Resolved store_unavailable"])
     }).pipe(Effect.scoped)
@@ -151,7 +153,7 @@ describe.skipIf(!redisUrl)("Redis faults", () => {
       const next = yield* timed(Effect.flip(replica.budget.reserve(request(), { key: "team-a" })))
       assert.isBelow(next.ms, 50, "fails fast after a timeout")
       // The fail-open stores (rate limit, cache, breaker) serve the request without waiting.
-      const answered = yield* timed(replica.pipeline.complete(request("frozen"), { key: "team-a" }))
+      const answered = yield* timed(replica.pipeline.complete(request("frozen")))
       assert.strictEqual(answered.value.meta.upstream, "primary")
       assert.isBelow(answered.ms, 50, "every store of the request fails fast")
 

@@ -203,21 +203,14 @@ describe.skipIf(!redisUrl)("RedisStores (Redis at REDIS_URL)", () => {
         const a = yield* replica(prefix, scripted("primary", ["hang"]), { budget: budgetOptions(10_000) })
         const b = yield* replica(prefix, scripted("primary", []), { budget: budgetOptions(10_000) })
         const big = request("x".repeat(400), { max_tokens: 400 })
-        const fiber = yield* BudgetModule.withBudget(a.pipeline.complete(big, { key: "team-a" }), {
-          request: big,
-          identity: { key: "team-a" },
-          usageOf: (answer) => ({ usage: answer.response.usage, answeredModel: answer.response.model })
-        }).pipe(Effect.provideService(BudgetModule.Budget, a.budget), Effect.forkChild)
+        // The pipeline reserves the budget before its call and releases it when the call is interrupted.
+        const fiber = yield* a.pipeline.complete(big, { key: "team-a" }).pipe(Effect.forkChild)
         for (let i = 0; i < 100 && a.upstream.calls.length === 0; i++) yield* Effect.sleep("5 millis")
         assert.deepStrictEqual(yield* usedVia(b, "team-a"), [501])
         yield* Fiber.interrupt(fiber)
         assert.deepStrictEqual(yield* usedVia(b, "team-a"), [0])
         // A completed call is charged its usage, seen from the other replica.
-        yield* BudgetModule.withBudget(b.pipeline.complete(request("short"), { key: "team-a" }), {
-          request: request("short"),
-          identity: { key: "team-a" },
-          usageOf: (answer) => ({ usage: answer.response.usage })
-        }).pipe(Effect.provideService(BudgetModule.Budget, b.budget))
+        yield* b.pipeline.complete(request("short"), { key: "team-a" })
         assert.deepStrictEqual(yield* usedVia(a, "team-a"), [8])
       })
     )
