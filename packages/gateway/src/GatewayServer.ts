@@ -14,6 +14,7 @@
  */
 
 import * as Http from "node:http"
+import type { Duplex } from "node:stream"
 import { NodeHttpServer } from "@effect/platform-node"
 import type { AlertSink, Roadcar, RoadcarConfig } from "@roadcar/core"
 import * as Cause from "effect/Cause"
@@ -124,8 +125,37 @@ export const Routes: Layer.Layer<never, never, HttpRouter.HttpRouter | Gateway> 
 // A Node server that, once closing, closes each keep-alive connection as soon as its response is
 // done: `server.close()` only closes the connections idle at that moment, and would otherwise wait for
 // the clients' keep-alive timeouts before the drain completes.
+// Node answers malformed HTTP (a bad request line, headers too large, a client too slow) itself, with a
+// bare status line; these answers carry OpenAI error JSON like every other error of the gateway.
+const protocolError = (error: NodeJS.ErrnoException): { readonly status: number; readonly message: string } => {
+  switch (error.code) {
+    case "HPE_HEADER_OVERFLOW":
+      return { status: 431, message: "The request headers are too large." }
+    case "ERR_HTTP_REQUEST_TIMEOUT":
+      return { status: 408, message: "The request was not received in time." }
+    default:
+      return { status: 400, message: "The request is not valid HTTP." }
+  }
+}
+
+const answerClientError = (error: NodeJS.ErrnoException, socket: Duplex): void => {
+  if (error.code === "ECONNRESET" || !socket.writable) {
+    socket.destroy()
+    return
+  }
+  const { status, message } = protocolError(error)
+  const body = JSON.stringify({
+    error: { message, type: "invalid_request_error", param: null, code: "invalid_http" }
+  })
+  socket.end(
+    `HTTP/1.1 ${status} ${Http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
+      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
+  )
+}
+
 const makeNodeServer = (): Http.Server => {
   const server = Http.createServer()
+  server.on("clientError", answerClientError)
   server.on("request", (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
     response.once("close", () => {
       if (!server.listening) setImmediate(() => server.closeIdleConnections())

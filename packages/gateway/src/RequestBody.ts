@@ -113,6 +113,30 @@ const formatter = SchemaIssue.makeFormatterStandardSchemaV1({ leafHook })
 const truncate = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max - 3)}...` : text)
 
 /**
+ * The deepest nesting a request body may have: deeper JSON is refused with a 400 before it reaches
+ * code that walks it recursively (cache keys, serialisation to the upstream).
+ *
+ * @category constants
+ * @since 0.1.0
+ */
+export const maxNesting = 128
+
+// The nesting depth of a JSON value, counted without recursion; stops counting past `limit`.
+const nestingDepth = (value: unknown, limit: number): number => {
+  let deepest = 0
+  const stack: Array<readonly [unknown, number]> = [[value, 0]]
+  while (stack.length > 0) {
+    const [current, depth] = stack.pop()!
+    if (current === null || typeof current !== "object") continue
+    const level = depth + 1
+    if (level > deepest) deepest = level
+    if (deepest > limit) return deepest
+    for (const child of Array.isArray(current) ? current : Object.values(current)) stack.push([child, level])
+  }
+  return deepest
+}
+
+/**
  * Validates a parsed body as a chat request (unknown fields are errors).
  *
  * @example
@@ -131,6 +155,14 @@ export const decodeChatRequest = (
   body: unknown
 ): Effect.Effect<ChatCompletion.ChatRequest, GatewayError.GatewayError> =>
   Effect.suspend(() => {
+    if (nestingDepth(body, maxNesting) > maxNesting) {
+      return Effect.fail(
+        GatewayError.invalidRequest(
+          `The request body is nested more than ${maxNesting} levels deep; flatten it (e.g. the tool's JSON schema).`,
+          null
+        )
+      )
+    }
     const exit = Schema.decodeUnknownExit(ChatCompletion.ChatRequest)(body, {
       onExcessProperty: "error",
       reportInput: true
