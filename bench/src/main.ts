@@ -5,12 +5,15 @@
  */
 
 import { join } from "node:path"
+import { part as gateway } from "./gateway/index.ts"
+import { part as growth } from "./growth/index.ts"
 import { part as inprocess } from "./inprocess/index.ts"
+import { part as memory } from "./memory/index.ts"
 import type { Part } from "./part.ts"
 import { resultsDir, save } from "./report.ts"
 
 /** Every part, in report order. */
-const parts: ReadonlyArray<Part> = [inprocess]
+const parts: ReadonlyArray<Part> = [inprocess, gateway, memory, growth]
 
 const log = (line: string) => process.stderr.write(`${line}\n`)
 
