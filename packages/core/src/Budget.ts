@@ -460,7 +460,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
         })
       }
       return { counters: result.recorded ? counters : [], price, estimatedTokens } satisfies Reservation
-    }).pipe(Effect.withSpan("Budget.reserve"))
+    }).pipe(Effect.withSpan("Budget.reserve", undefined, { captureStackTrace: false }))
 
   const describe = (counter: Counter, value: number) =>
     counter.kind === "tokens" ? `${value} tokens` : `${(value / millionths).toFixed(4)} in cost`
@@ -534,7 +534,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
         Effect.logWarning(`Budget: a reservation could not be settled (${error.detail})`)
       ),
       Effect.uninterruptible,
-      Effect.withSpan("Budget.settle")
+      Effect.withSpan("Budget.settle", undefined, { captureStackTrace: false })
     )
 
   const status = (apiKey: string) =>

@@ -195,26 +195,66 @@ export const make = Effect.fnUntraced(function* (options: Options) {
   const clock = yield* Clock.Clock
   const warn = (what: string) => (error: ResponseCacheStoreError) =>
     Effect.logWarning(`response cache store ${what} failed: ${error.detail}`)
-  // Entries in least-recently-used order (a Map keeps insertion order: a hit moves its key last).
-  const entries = new Map<string, { readonly entry: Entry; readonly expiresAt: number }>()
+  // Entries by key, linked in least-recently-used order (oldest at `head`): a hit moves its node to
+  // the tail, a full cache drops the head. (A Map's own order would do, but finding its first live
+  // key walks the holes deletions leave, which grows with the capacity.)
+  interface Node {
+    readonly key: string
+    entry: Entry
+    expiresAt: number
+    previous: Node | undefined
+    next: Node | undefined
+  }
+  const entries = new Map<string, Node>()
+  let head: Node | undefined
+  let tail: Node | undefined
+  const unlink = (node: Node) => {
+    if (node.previous) node.previous.next = node.next
+    else head = node.next
+    if (node.next) node.next.previous = node.previous
+    else tail = node.previous
+    node.previous = undefined
+    node.next = undefined
+  }
+  const append = (node: Node) => {
+    node.previous = tail
+    node.next = undefined
+    if (tail) tail.next = node
+    else head = node
+    tail = node
+  }
   // One call in flight per key; identical requests wait for it.
   const inFlight = new Map<string, Deferred.Deferred<Entry, unknown>>()
 
   const held = (key: string): Entry | undefined => {
-    const found = entries.get(key)
-    if (found === undefined) return undefined
-    entries.delete(key)
-    if (found.expiresAt <= clock.currentTimeMillisUnsafe()) return undefined
-    entries.set(key, found)
-    return found.entry
+    const node = entries.get(key)
+    if (node === undefined) return undefined
+    unlink(node)
+    if (node.expiresAt <= clock.currentTimeMillisUnsafe()) {
+      entries.delete(key)
+      return undefined
+    }
+    append(node)
+    return node.entry
   }
   const keep = (key: string, entry: Entry) => {
     if (!entry.cacheable || timeToLiveMillis <= 0) return
-    entries.delete(key)
-    entries.set(key, { entry, expiresAt: clock.currentTimeMillisUnsafe() + timeToLiveMillis })
-    if (entries.size > options.capacity) {
-      const oldest = entries.keys().next()
-      if (!oldest.done) entries.delete(oldest.value)
+    const expiresAt = clock.currentTimeMillisUnsafe() + timeToLiveMillis
+    const existing = entries.get(key)
+    if (existing !== undefined) {
+      unlink(existing)
+      existing.entry = entry
+      existing.expiresAt = expiresAt
+      append(existing)
+      return
+    }
+    const node: Node = { key, entry, expiresAt, previous: undefined, next: undefined }
+    entries.set(key, node)
+    append(node)
+    if (entries.size > options.capacity && head !== undefined) {
+      const oldest = head
+      unlink(oldest)
+      entries.delete(oldest.key)
     }
   }
   // A local miss asks the shared store first; a computed entry is written back to it.
@@ -295,10 +335,14 @@ export const make = Effect.fnUntraced(function* (options: Options) {
     size: Effect.sync(() => {
       const now = clock.currentTimeMillisUnsafe()
       let size = 0
-      for (const held of entries.values()) if (held.expiresAt > now) size++
+      for (const node of entries.values()) if (node.expiresAt > now) size++
       return size
     }),
-    invalidateAll: Effect.sync(() => entries.clear())
+    invalidateAll: Effect.sync(() => {
+      entries.clear()
+      head = undefined
+      tail = undefined
+    })
   })
 })
 

@@ -36,6 +36,11 @@ import * as Sse from "./Sse.ts"
 
 const saneRequestId = /^[A-Za-z0-9._:-]{1,128}$/
 
+// Generated request ids: a random per-process prefix (unique across replicas and restarts) and a
+// counter, instead of random bytes per request.
+const requestIdPrefix = randomBytes(6).toString("hex")
+let requestCount = 0
+
 /**
  * The request id: the caller's `x-request-id` when it is a sane token (1 to 128 letters, digits,
  * `.`, `_`, `:`, `-`), else a fresh `req_<24 hex>`.
@@ -44,7 +49,7 @@ const saneRequestId = /^[A-Za-z0-9._:-]{1,128}$/
  * @since 0.1.0
  */
 export const requestIdOf = (header: string | undefined): string =>
-  header !== undefined && saneRequestId.test(header) ? header : `req_${randomBytes(12).toString("hex")}`
+  header !== undefined && saneRequestId.test(header) ? header : `req_${requestIdPrefix}${(++requestCount).toString(36)}`
 
 /**
  * The `x-roadcar-*` headers of an answer.
