@@ -6,7 +6,7 @@ const jsonReport = process.env["VITEST_JSON_REPORT"]
 
 export default defineConfig({
   test: {
-    projects: ["packages/*", "bench"],
+    projects: ["packages/*", "bench", "test"],
     ...(jsonReport ? { reporters: ["default", "json"], outputFile: { json: jsonReport } } : {})
   }
 })

@@ -223,6 +223,27 @@ export const overhead = family((attributes) =>
 )
 
 /**
+ * The metric with these labels: the same metric (and series) on every call for the same label set,
+ * to update directly (`updateUnsafe` / `modifyUnsafe`) on a hot path.
+ *
+ * @example
+ * ```ts
+ * import { Effect, Metric } from "effect"
+ * import { Metrics } from "@roadcar/core"
+ *
+ * const hits = Metrics.withLabels(Metrics.cacheLookups, { model: "chat", result: "hit" })
+ * Effect.runPromise(Metric.update(hits, 1))
+ * ```
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const withLabels = <M extends Metric.Metric<number, unknown>>(
+  metric: M,
+  attributes: Record<string, string>
+): M => labelled(metric as AnyMetric, attributes) as M
+
+/**
  * Adds one to a counter with labels.
  *
  * @category metrics
@@ -250,11 +271,15 @@ export const record = (
  * @since 0.1.0
  */
 export const spanEvent = (name: string, attributes: Record<string, unknown>): Effect.Effect<void> =>
-  Effect.flatMap(Effect.option(Effect.currentSpan), (span) =>
-    span._tag === "Some"
-      ? Effect.map(Clock.currentTimeNanos, (now) => span.value.event(name, now, attributes))
-      : Effect.void
-  )
+  // Reads the span from the fiber: `Effect.option(Effect.currentSpan)` builds (and, outside a span,
+  // fails with) an error with a stack trace on every call.
+  Effect.withFiber((fiber) => {
+    const span = fiber.cache.span
+    if (span !== undefined && span._tag === "Span") {
+      span.event(name, fiber.getRef(Clock.Clock).currentTimeNanosUnsafe(), attributes)
+    }
+    return Effect.void
+  })
 
 /**
  * Adds `delta` to a gauge with labels.

@@ -163,115 +163,131 @@ export const make = Effect.fnUntraced(function* (options: Options) {
   const maxWait = Duration.fromInputUnsafe(options.maxWait ?? "10 seconds")
   const mode = options.onExceeded === "wait" ? "delay" : "fail"
 
+  // Windows are decoded once, not on every consume.
+  const rules = options.rules.map((rule) => ({
+    ...rule,
+    requests: rule.requests && { limit: rule.requests.limit, window: Duration.fromInputUnsafe(rule.requests.window) },
+    tokens: rule.tokens && { limit: rule.tokens.limit, window: Duration.fromInputUnsafe(rule.tokens.window) },
+    requestsLabel: `requests per ${rule.by}`,
+    tokensLabel: `tokens per ${rule.by}`
+  }))
+  type DecodedRule = (typeof rules)[number]
+
+  // One consume a request makes: `tokens` from `key` under `limit`; `rule` and `value` name the
+  // group in a refusal.
+  interface Take {
+    readonly key: string
+    readonly limit: Limit
+    readonly tokens: number
+    readonly label: string
+    readonly rule: DecodedRule
+    readonly value: string
+  }
+  const groupOf = (take: Take) => (take.rule.by === "global" ? "everyone" : `${take.rule.by} ${take.value}`)
+
   // Gives back what was taken (fixed windows accept a negative count).
   const giveBack = (key: string, limit: Limit, tokens: number) =>
     tokens <= 0
       ? Effect.void
       : limiter.consume({ key, limit: limit.limit, window: limit.window, tokens: -tokens }).pipe(Effect.ignore)
 
-  const take = (
-    key: string,
-    limit: Limit,
-    tokens: number,
-    label: string,
-    subject: string
-  ): Effect.Effect<void, RateLimitRejected | StoreUnavailable> =>
-    limiter.consume({ key, limit: limit.limit, window: limit.window, tokens, onExceeded: mode }).pipe(
-      Effect.flatMap((result) => {
-        if (Duration.isZero(result.delay)) return Effect.void
-        if (Duration.isGreaterThan(result.delay, maxWait)) {
-          return giveBack(key, limit, tokens).pipe(
-            Effect.andThen(Effect.fail(new RateLimitRejected({ limit: label, subject, retryAfter: result.delay })))
+  const take = (t: Take): Effect.Effect<void, RateLimitRejected | StoreUnavailable> =>
+    Effect.matchEffect(
+      limiter.consume({ key: t.key, limit: t.limit.limit, window: t.limit.window, tokens: t.tokens, onExceeded: mode }),
+      {
+        onSuccess: (result): Effect.Effect<void, RateLimitRejected> => {
+          if (Duration.isZero(result.delay)) return Effect.void
+          if (Duration.isGreaterThan(result.delay, maxWait)) {
+            return giveBack(t.key, t.limit, t.tokens).pipe(
+              Effect.andThen(
+                Effect.fail(new RateLimitRejected({ limit: t.label, subject: groupOf(t), retryAfter: result.delay }))
+              )
+            )
+          }
+          return Effect.sleep(result.delay)
+        },
+        onFailure: (error): Effect.Effect<void, RateLimitRejected | StoreUnavailable> => {
+          const reason = error.reason
+          // A store that cannot answer: refuse when its policy is fail-closed (the store says so by carrying a
+          // StoreUnavailable), else admit unrecorded (fail open) and warn.
+          if (reason._tag === "RateLimitStoreError") {
+            return isStoreUnavailable(reason.cause)
+              ? Effect.fail(reason.cause)
+              : Effect.logWarning("rate limit store unavailable", reason.message)
+          }
+          return Effect.fail(
+            new RateLimitRejected({ limit: t.label, subject: groupOf(t), retryAfter: reason.retryAfter })
           )
         }
-        return Effect.sleep(result.delay)
-      }),
-      Effect.catchTag("RateLimiterError", (error): Effect.Effect<void, RateLimitRejected | StoreUnavailable> => {
-        const reason = error.reason
-        // A store that cannot answer: refuse when its policy is fail-closed (the store says so by carrying a
-        // StoreUnavailable), else admit unrecorded (fail open) and warn.
-        if (reason._tag === "RateLimitStoreError") {
-          return isStoreUnavailable(reason.cause)
-            ? Effect.fail(reason.cause)
-            : Effect.logWarning("rate limit store unavailable", reason.message)
-        }
-        return Effect.fail(new RateLimitRejected({ limit: label, subject, retryAfter: reason.retryAfter }))
-      })
+      }
     )
 
-  // Windows are decoded once, not on every consume.
-  const rules = options.rules.map((rule) => ({
-    ...rule,
-    requests: rule.requests && { limit: rule.requests.limit, window: Duration.fromInputUnsafe(rule.requests.window) },
-    tokens: rule.tokens && { limit: rule.tokens.limit, window: Duration.fromInputUnsafe(rule.tokens.window) }
-  }))
+  // Runs the takes in order; when one refuses, gives back what the earlier ones took, so a refused
+  // request costs nothing.
+  const takeAll = (
+    takes: ReadonlyArray<Take>,
+    index: number,
+    reservation: Reservation
+  ): Effect.Effect<Reservation, RateLimitRejected | StoreUnavailable> =>
+    Effect.matchEffect(take(takes[index]!), {
+      onSuccess: () =>
+        index + 1 === takes.length ? Effect.succeed(reservation) : takeAll(takes, index + 1, reservation),
+      onFailure: (error) =>
+        index === 0
+          ? Effect.fail(error)
+          : Effect.andThen(
+              Effect.forEach(takes.slice(0, index), (t) => giveBack(t.key, t.limit, t.tokens), { discard: true }),
+              Effect.fail(error)
+            )
+    })
 
   const admit = (request: ChatRequest, identity: Identity) =>
     Effect.suspend(() => {
       const estimatedTokens = estimateTokens(request, options.defaultMaxTokens)
-      const taken: Array<{ key: string; limit: Limit; tokens: number }> = []
+      const takes: Array<Take> = []
       const tokenKeys: Array<{ key: string; limit: Limit }> = []
-      let chain: Effect.Effect<void, RateLimitRejected | StoreUnavailable> | undefined
-      let steps = 0
-      const then = (step: Effect.Effect<void, RateLimitRejected | StoreUnavailable>) => {
-        chain = chain === undefined ? step : Effect.andThen(chain, step)
-        steps++
-      }
       for (const rule of rules) {
         if (rule.forKey !== undefined && rule.forKey !== identity.key) continue
         const value = subjectOf(rule, request, identity)
         if (value === undefined) continue
-        const subject = rule.by === "global" ? "everyone" : `${rule.by} ${value}`
         const prefix =
           rule.forKey === undefined
             ? `roadcar:${rule.by}:${value}`
             : `roadcar:key-rule:${rule.forKey}:${rule.by}:${value}`
-        const requests = rule.requests
-        if (requests) {
-          const key = `${prefix}:requests`
-          then(
-            Effect.map(take(key, requests, 1, `requests per ${rule.by}`, subject), () => {
-              taken.push({ key, limit: requests, tokens: 1 })
-            })
-          )
+        if (rule.requests) {
+          takes.push({
+            key: `${prefix}:requests`,
+            limit: rule.requests,
+            tokens: 1,
+            label: rule.requestsLabel,
+            rule,
+            value
+          })
         }
-        const tokens = rule.tokens
-        if (tokens) {
+        if (rule.tokens) {
           const key = `${prefix}:tokens`
-          tokenKeys.push({ key, limit: tokens })
-          then(
-            Effect.map(take(key, tokens, estimatedTokens, `tokens per ${rule.by}`, subject), () => {
-              taken.push({ key, limit: tokens, tokens: estimatedTokens })
-            })
-          )
+          tokenKeys.push({ key, limit: rule.tokens })
+          takes.push({ key, limit: rule.tokens, tokens: estimatedTokens, label: rule.tokensLabel, rule, value })
         }
       }
       const reservation: Reservation = { estimatedTokens, tokenKeys }
-      if (chain === undefined) return Effect.succeed(reservation)
-      return Effect.as(
-        steps === 1
-          ? chain
-          : // A later rule refused: give back what the earlier ones took, so a refused request costs nothing.
-            Effect.tapError(chain, () =>
-              Effect.forEach(taken, (t) => giveBack(t.key, t.limit, t.tokens), { discard: true })
-            ),
-        reservation
-      )
+      return takes.length === 0 ? Effect.succeed(reservation) : takeAll(takes, 0, reservation)
     })
 
-  const settle = (reservation: Reservation, usage: Usage | undefined) =>
-    Effect.forEach(
-      reservation.tokenKeys,
-      ({ key, limit }) => {
-        const delta = (usage?.total_tokens ?? 0) - reservation.estimatedTokens
-        if (delta < 0) return giveBack(key, limit, -delta)
-        if (delta === 0) return Effect.void
-        return limiter
+  const settleKey = (key: string, limit: Limit, delta: number) =>
+    delta < 0
+      ? giveBack(key, limit, -delta)
+      : limiter
           .consume({ key, limit: limit.limit, window: limit.window, tokens: delta, onExceeded: "delay" })
           .pipe(Effect.ignore)
-      },
-      { discard: true }
-    )
+
+  const settle = (reservation: Reservation, usage: Usage | undefined): Effect.Effect<void> => {
+    const delta = (usage?.total_tokens ?? 0) - reservation.estimatedTokens
+    const keys = reservation.tokenKeys
+    if (delta === 0 || keys.length === 0) return Effect.void
+    if (keys.length === 1) return settleKey(keys[0]!.key, keys[0]!.limit, delta)
+    return Effect.forEach(keys, ({ key, limit }) => settleKey(key, limit, delta), { discard: true })
+  }
 
   return RateLimit.of({ admit, settle })
 })

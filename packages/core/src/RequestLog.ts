@@ -19,21 +19,22 @@ import * as References from "effect/References"
 import * as Tracer from "effect/Tracer"
 
 /**
- * The structured line with `trace_id` and `span_id` added when the line was written inside a span.
+ * The structured line (`Logger.formatStructured` as JSON) with `trace_id` and `span_id` added when
+ * the line was written inside a span.
  *
  * @category loggers
  * @since 0.1.0
  */
-export const formatJson: Logger.Logger<unknown, string> = Logger.map(
-  Logger.make((options) => {
-    const structured = Logger.formatStructured.log(options)
-    const span = Context.getOption(options.fiber.context, Tracer.ParentSpan)
-    return span._tag === "Some"
-      ? { ...structured, trace_id: span.value.traceId, span_id: span.value.spanId }
-      : structured
-  }),
-  (line) => JSON.stringify(line)
-)
+export const formatJson: Logger.Logger<unknown, string> = Logger.make((options) => {
+  // `formatStructured` returns a fresh object: the ids are added to it rather than to a copy.
+  const line: Record<string, unknown> = Logger.formatStructured.log(options)
+  const span = Context.getOrUndefined(options.fiber.context, Tracer.ParentSpan)
+  if (span !== undefined) {
+    line["trace_id"] = span.traceId
+    line["span_id"] = span.spanId
+  }
+  return JSON.stringify(line)
+})
 
 /**
  * JSON lines at `level` and above (default `Info`), also recorded as span events.

@@ -11,6 +11,7 @@
  */
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
+import * as Random from "effect/Random"
 import * as Schedule from "effect/Schedule"
 import type { UpstreamError } from "./UpstreamError.ts"
 
@@ -119,6 +120,77 @@ export const schedule = (
     return Effect.as(context.onRetry({ retry: attempt, of: options.attempts, delay: duration, error: input }), true)
   })
 }
+
+/**
+ * Retries `attempt` after it failed with `first`: the same decisions, delays, hook calls and sleeps
+ * as `Effect.retry` with `schedule(options, context)` fed `first` as its first input.
+ *
+ * **Details**
+ *
+ * The n-th retry waits `baseDelay * factor^(n-1)` (±20% jitter, drawn from `Random`, when `jitter`),
+ * at most `maxDelay`, at least the error's Retry-After; it is not made when the attempts are spent,
+ * the reason is not retryable, or the wait would end at or after `deadline` (Clock time). `onRetry`
+ * runs before each wait. Unlike `Effect.retry`, the retried attempt does not see
+ * `Schedule.CurrentMetadata`.
+ *
+ * Why it exists: driving a composed `Schedule` through `Effect.retry` costs several Effect steps per
+ * combinator on every retry; this loop is a few. The pipeline's retries go through it.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Retry } from "@roadcar/core"
+ *
+ * const call = Effect.fail(flakyError) // an Effect<ChatResponse, UpstreamError>
+ * call.pipe(
+ *   Effect.catch((first) => Retry.retryFrom(first, call, Retry.defaults, { deadline: Infinity, onRetry: () => Effect.void }))
+ * )
+ * ```
+ *
+ * @category combinators
+ * @since 0.1.0
+ */
+export const retryFrom = <A, R>(
+  first: UpstreamError,
+  attempt: Effect.Effect<A, UpstreamError, R>,
+  options: Options,
+  context: {
+    readonly deadline: number
+    readonly onRetry: (event: RetryEvent) => Effect.Effect<void>
+  }
+): Effect.Effect<A, UpstreamError, R> =>
+  Effect.clockWith((clock) => {
+    const baseMillis = Duration.toMillis(Duration.fromInputUnsafe(options.baseDelay))
+    const maxDelay = Duration.fromInputUnsafe(options.maxDelay)
+    const retries = options.attempts - 1
+    let retry = 0
+    const decide = (
+      error: UpstreamError,
+      now: number,
+      backoff: Duration.Duration
+    ): Effect.Effect<A, UpstreamError, R> => {
+      const capped = Duration.min(backoff, maxDelay)
+      const hint = error.retryAfter
+      const delay = hint !== undefined ? Duration.max(capped, hint) : capped
+      if (retry > retries || !shouldRetry(options, error)) return Effect.fail(error)
+      if (now + Duration.toMillis(delay) >= context.deadline) return Effect.fail(error)
+      return Effect.andThen(
+        context.onRetry({ retry, of: options.attempts, delay, error }),
+        Effect.andThen(Effect.sleep(delay), Effect.catch(attempt, next))
+      )
+    }
+    const next = (error: UpstreamError): Effect.Effect<A, UpstreamError, R> => {
+      const now = clock.currentTimeMillisUnsafe()
+      retry++
+      const millis = baseMillis * options.factor ** (retry - 1)
+      return options.jitter
+        ? Effect.flatMap(Random.next, (random) =>
+            decide(error, now, Duration.millis(millis * 0.8 * (1 - random) + millis * 1.2 * random))
+          )
+        : decide(error, now, Duration.millis(millis))
+    }
+    return next(first)
+  })
 
 /**
  * The log line of one retry, e.g. `retry 1/3 in 412ms: upstream unavailable (503)`.

@@ -15,7 +15,7 @@ import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as HttpClient from "effect/http/HttpClient"
 import * as Layer from "effect/Layer"
-import { CircuitBreaker, RateLimiter } from "effect/persistence"
+import { type CircuitBreaker, RateLimiter } from "effect/persistence"
 import type * as Redacted from "effect/Redacted"
 import * as Schema from "effect/Schema"
 import type * as Scope from "effect/Scope"
@@ -350,9 +350,10 @@ export const layerStages = (
     (config.budgets?.rules.length ?? 0) > 0
       ? Budget.layer(budgetOptions(config)).pipe(Layer.provide(stores.budget ?? Budget.layerStoreMemory))
       : Layer.empty
-  const breaker = Breaker.layer({ ...Breaker.defaults, ...(config.breaker as Partial<Breaker.Options>) }).pipe(
-    Layer.provide(stores.circuitBreaker ?? CircuitBreaker.layerStoreMemory())
-  )
+  const breakerOptions = { ...Breaker.defaults, ...(config.breaker as Partial<Breaker.Options>) }
+  const breaker = stores.circuitBreaker
+    ? Breaker.layer(breakerOptions).pipe(Layer.provide(stores.circuitBreaker))
+    : Breaker.layerMemory(breakerOptions)
   const stages = Layer.mergeAll(breaker, Monitor.layer(monitorOptions(config)), rateLimit, cache, budget)
   return Layer.provide(stages, sink)
 }

@@ -137,8 +137,15 @@ const protocolError = (error: NodeJS.ErrnoException): { readonly status: number;
   }
 }
 
+// Sockets whose request was answered before its body was read (a 401 or 413 sent before the upload
+// ended): a parse error in the rest of that body closes the connection instead of answering twice.
+const answeredEarly = new WeakSet<Duplex>()
+
 const answerClientError = (error: NodeJS.ErrnoException, socket: Duplex): void => {
-  if (error.code === "ECONNRESET" || !socket.writable) {
+  // As Node's own handler does, a response already under way is never followed by a second answer
+  // (it would corrupt it); unlike Node's, neither is a response that already finished.
+  const response = (socket as Duplex & { readonly _httpMessage?: Http.ServerResponse | null })._httpMessage
+  if (error.code === "ECONNRESET" || !socket.writable || response?.headersSent === true || answeredEarly.has(socket)) {
     socket.destroy()
     return
   }
@@ -152,10 +159,36 @@ const answerClientError = (error: NodeJS.ErrnoException, socket: Duplex): void =
   )
 }
 
+// Node's defaults let a slow client hold a connection for 60 s sending its headers and 300 s sending
+// its body, checked only every 30 s (a slow-loris socket lasted 90 s and 330 s in the drills); these
+// cut it (408, via `answerClientError`) after 10 s and 30 s, checked every second.
+const headersTimeoutMs = 10_000
+const requestTimeoutMs = 30_000
+
 const makeNodeServer = (): Http.Server => {
-  const server = Http.createServer()
+  const server = Http.createServer({
+    headersTimeout: headersTimeoutMs,
+    requestTimeout: requestTimeoutMs,
+    connectionsCheckingInterval: 1_000,
+    // Node answers an HTTP/1.1 request without `Host` itself with a bare 400; the gateway does not
+    // use `Host`, so such a request is served (or refused) by the routes like any other.
+    requireHostHeader: false
+  })
   server.on("clientError", answerClientError)
-  server.on("request", (_request: Http.IncomingMessage, response: Http.ServerResponse) => {
+  // Without a listener Node drops a CONNECT request's connection without an answer.
+  server.on("connect", (request: Http.IncomingMessage, socket: Duplex) => {
+    const body = JSON.stringify(
+      GatewayError.toBody(GatewayError.methodNotAllowed("CONNECT", request.url ?? "", ["GET", "POST"]))
+    )
+    socket.end(
+      `HTTP/1.1 405 ${Http.STATUS_CODES[405]}\r\ncontent-type: application/json\r\n` +
+        `content-length: ${Buffer.byteLength(body)}\r\nallow: GET, POST\r\nconnection: close\r\n\r\n${body}`
+    )
+  })
+  server.on("request", (request: Http.IncomingMessage, response: Http.ServerResponse) => {
+    response.once("finish", () => {
+      if (!request.complete) answeredEarly.add(request.socket)
+    })
     response.once("close", () => {
       if (!server.listening) setImmediate(() => server.closeIdleConnections())
     })
