@@ -7,6 +7,7 @@
  * count every line without keeping them. A child gateway's stdout and stderr are handed over the
  * same way, line by line.
  */
+
 import { type ChildProcess, spawn } from "node:child_process"
 import * as Fs from "node:fs"
 import * as Net from "node:net"
@@ -15,7 +16,8 @@ import * as Path from "node:path"
 import { fileURLToPath } from "node:url"
 import { RequestLog, RoadcarConfig } from "@roadcar/core"
 import { GatewayServer } from "@roadcar/gateway"
-import { Effect, Exit, Layer, Logger, References, Scope } from "effect"
+import { Telemetry } from "@roadcar/opentelemetry"
+import { type Context, Effect, Exit, Layer, Logger, References, Scope } from "effect"
 
 /** A running gateway. */
 export interface Gateway {
@@ -29,6 +31,8 @@ export interface Gateway {
 export interface InProcessOptions {
   /** Receives every log line, formatted as `roadcar serve` prints it (default: dropped). */
   readonly onLogLine?: ((line: string) => void) | undefined
+  /** Export the gateway's traces over OTLP to this endpoint (e.g. an `OtlpReceiver`). */
+  readonly telemetryEndpoint?: string | undefined
 }
 
 /**
@@ -43,10 +47,19 @@ export const startInProcess = async (input: unknown, options: InProcessOptions =
   )
   const config = await Effect.runPromise(RoadcarConfig.decode(input, "drill config"))
   const scope = Scope.makeUnsafe()
+  const telemetry = await Effect.runPromise(
+    Layer.buildWithScope(
+      options.telemetryEndpoint === undefined
+        ? Layer.empty
+        : Telemetry.layer({ endpoint: options.telemetryEndpoint, serviceName: "roadcar-drill", metrics: false }),
+      scope
+    )
+  )
   const started = await Effect.runPromise(
     GatewayServer.start({ config, host: "127.0.0.1", port: 0, env: {}, isolatedMetrics: true }).pipe(
       Scope.provide(scope),
-      Effect.provide(logs)
+      Effect.provide(logs),
+      Effect.provideContext(telemetry as Context.Context<never>)
     )
   )
   let closing: Promise<void> | undefined

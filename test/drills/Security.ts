@@ -137,7 +137,9 @@ export const authChecks = async (
       ),
       check(
         "a key restricted to some models gets 403 on the others",
-        forbidden.status === 403 && allowed.status === 200 && ids === models.allowed,
+        // The own-model request goes through the chaotic upstreams, so it may fail upstream (502/503/504):
+        // what matters here is that the key is let through (not 401 or 403).
+        forbidden.status === 403 && allowed.status !== 401 && allowed.status !== 403 && ids === models.allowed,
         `other model ${show(forbidden)}; own model ${allowed.status}; /v1/models lists "${ids}"`
       ),
       check("auth error bodies never echo the presented key", !echoed, echoed ? "a presented key was echoed" : "none")

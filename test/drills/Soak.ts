@@ -10,7 +10,7 @@
  * from the fakes' attempt logs (each prompt carries the request's number). Every log line, header,
  * body and the final `/metrics` text goes through the secret scanner.
  */
-import { Behaviour, FakeUpstream, Script } from "@roadcar/testing"
+import { Behaviour, FakeUpstream, OtlpReceiver, Script } from "@roadcar/testing"
 import { type Check, check, type DrillResult, secondsSince } from "./Check.ts"
 import { classify, type Outcome } from "./Classify.ts"
 import * as Harness from "./Harness.ts"
@@ -191,7 +191,10 @@ export const run = async (options: Options): Promise<Run> => {
   const backup = await FakeUpstream.start({ behaviour: Script.random({ seed: seed + 1, faults: faults() }) })
   let logLines = 0
   let requestLogLines = 0
+  // The gateway's traces go to a real OTLP receiver; every span is scanned for secrets after shutdown.
+  const receiver = await OtlpReceiver.start()
   const gateway = await Harness.startInProcess(config(primary.url, backup.url, secrets), {
+    telemetryEndpoint: receiver.url,
     onLogLine: (line) => {
       logLines++
       if (line.startsWith('{"message":"request"')) requestLogLines++
@@ -326,6 +329,11 @@ export const run = async (options: Options): Promise<Run> => {
       logLines,
       requestLogLines: soakRequestLines
     })
+    // Close the gateway (it drains, then flushes its last spans) and scan every span it exported.
+    await gateway.close()
+    const spans = receiver.spans()
+    for (const span of spans) scanner.scan(JSON.stringify(span), "span")
+    await receiver.close()
     return {
       soak: soakResult(figures, durationSeconds),
       memory,
@@ -333,16 +341,22 @@ export const run = async (options: Options): Promise<Run> => {
         id: "security",
         title: "Security: secrets never leak, keys are enforced",
         durationSeconds,
-        figures: { scanned: scanner.scanned(), findings: scanner.findingCount(), auth: auth.figures },
+        figures: {
+          scanned: scanner.scanned(),
+          spansScanned: spans.length,
+          findings: scanner.findingCount(),
+          auth: auth.figures
+        },
         checks: [Security.scanCheck(scanner), ...auth.checks],
         notes: [
           "Secrets: a gateway key, a key restricted to `chat`, and the upstreams' `apiKey` from the environment variable ROADCAR_DRILL_UPSTREAM_KEY, each `sk-...-<40 random hex>`; the scan looks for each whole value and for a 12-character piece of its random part.",
-          "Span attributes are not scanned yet: the OpenTelemetry exporter has not landed (hook: `Security.scanCheck`)."
+          `Spans: the gateway exported its traces over OTLP to a real receiver; all ${spans.length} spans (names, attributes, events, resource) were scanned after shutdown.`
         ]
       }
     }
   } finally {
     await gateway.close()
+    await receiver.close()
     await primary.close()
     await backup.close()
   }
