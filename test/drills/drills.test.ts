@@ -29,6 +29,7 @@ describe("reliability drills (quick)", () => {
     assert.isAbove(figures.logLines, figures.requests)
     assertChecks(run.soak)
     assertChecks(run.security)
+    assert.isAbove(Number(run.security.figures["spansScanned"]), 0, "the gateway's spans were exported and scanned")
   }, 60_000)
 
   it("bad input: never a 5xx, every rejection an OpenAI error JSON, healthy afterwards", async () => {
