@@ -1,28 +1,14 @@
-/**
- * An upstream for Anthropic's Messages API (`POST /v1/messages`), speaking Roadcar's chat contract.
- *
- * `make` builds an `Upstream` on the `HttpClient` in context. Requests are converted with
- * `AnthropicMessages.toMessagesRequest` (system messages to `system`, `max_tokens` always set, tools
- * best-effort), answers and stream events are converted back to chat responses and chunks, and every
- * failure becomes an `UpstreamError` reason (529 `overloaded_error` → `Unavailable`, "prompt is too
- * long" → `ContextLengthExceeded`, ...). No timeouts of its own: the pipeline owns them.
- *
- * @since 0.1.0
- */
-import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import * as HttpClient from "effect/http/HttpClient"
 import * as HttpClientRequest from "effect/http/HttpClientRequest"
 import * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
-import * as Stream from "effect/Stream"
-import * as ChatCompletion from "../ChatCompletion.ts"
+import type * as ChatCompletion from "../ChatCompletion.ts"
 import * as Endpoint from "../internal/http/Endpoint.ts"
 import * as Errors from "../internal/http/Errors.ts"
-import * as EventStream from "../internal/http/EventStream.ts"
 import * as Exchange from "../internal/http/Exchange.ts"
 import type { Upstream } from "../Upstream.ts"
-import * as UpstreamError from "../UpstreamError.ts"
+import type * as UpstreamError from "../UpstreamError.ts"
 import * as AnthropicMessages from "./AnthropicMessages.ts"
 
 /**
@@ -117,7 +103,6 @@ export const make = Effect.fnUntraced(function* (options: Options) {
         AnthropicMessages.toMessagesRequest(request, { model: options.model, maxTokensDefault, stream })
       )
     )
-  const fail = (reason: UpstreamError.Reason) => UpstreamError.make(options.name, reason)
 
   const decodeMessage = (text: string, now: number): Result.Result<ChatCompletion.ChatResponse, UpstreamError.Reason> =>
     Result.flatMap(Exchange.parseJson(text, "the response body"), (json) =>
@@ -126,32 +111,16 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       )
     )
 
-  const complete = Effect.fn("Anthropic.complete", { attributes })(function* (request: ChatCompletion.ChatRequest) {
-    const response = yield* Exchange.send(client, httpRequest(request, false), scrub)
-    const text = yield* Exchange.readText(response, scrub)
-    const now = yield* Clock.currentTimeMillis
-    return yield* Effect.fromResult(decodeMessage(text, now))
-  }, Effect.mapError(fail))
-
-  const stream = (
-    request: ChatCompletion.ChatRequest
-  ): Stream.Stream<ChatCompletion.ChatChunk, UpstreamError.UpstreamError> =>
-    Stream.unwrap(
-      Effect.gen(function* () {
-        const response = yield* Exchange.send(client, httpRequest(request, true), scrub)
-        const now = yield* Clock.currentTimeMillis
-        if (!Exchange.isEventStream(response)) {
-          const text = yield* Exchange.readText(response, scrub)
-          const answer = yield* Effect.fromResult(decodeMessage(text, now))
-          return Stream.fromIterable(ChatCompletion.responseToChunks(answer))
-        }
-        return EventStream.decode(
-          response.stream,
-          AnthropicMessages.makeEventDecoder({ model: options.model, now }, scrub),
-          (error) => Errors.reasonFromHttpClientError(error, scrub)
-        )
-      })
-    ).pipe(Stream.mapError(fail), Stream.withSpan("Anthropic.stream", { attributes }))
+  const { complete, stream } = Exchange.makeCalls({
+    spanName: "Anthropic",
+    attributes,
+    upstream: options.name,
+    client,
+    scrub,
+    httpRequest,
+    decodeResponse: decodeMessage,
+    chunkDecoder: (now) => AnthropicMessages.makeEventDecoder({ model: options.model, now }, scrub)()
+  })
 
   const upstream: Upstream = {
     name: options.name,

@@ -1,15 +1,3 @@
-/**
- * An upstream for any server that speaks OpenAI's `/chat/completions`: OpenAI, OpenRouter, Groq,
- * Together, vLLM, Ollama, llama.cpp, LM Studio.
- *
- * `make` builds an `Upstream` on the `HttpClient` in context (pick `FetchHttpClient.layer` or
- * `NodeHttpClient.layerUndici`). It sends the chat request as it came, with `model` replaced by the
- * upstream's model; streams with `stream_options.include_usage`; reads SSE robustly; and maps every
- * failure onto an `UpstreamError` reason. It has no timeouts of its own: the pipeline owns them.
- *
- * @since 0.1.0
- */
-import * as Clock from "effect/Clock"
 import * as Effect from "effect/Effect"
 import type * as Sse from "effect/encoding/Sse"
 import * as HttpClient from "effect/http/HttpClient"
@@ -18,14 +6,13 @@ import * as Predicate from "effect/Predicate"
 import type * as Redacted from "effect/Redacted"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
-import * as Stream from "effect/Stream"
 import * as ChatCompletion from "../ChatCompletion.ts"
 import * as Endpoint from "../internal/http/Endpoint.ts"
 import * as Errors from "../internal/http/Errors.ts"
 import * as EventStream from "../internal/http/EventStream.ts"
 import * as Exchange from "../internal/http/Exchange.ts"
 import type { Upstream } from "../Upstream.ts"
-import * as UpstreamError from "../UpstreamError.ts"
+import type * as UpstreamError from "../UpstreamError.ts"
 
 // =============================================================================
 // Options
@@ -344,7 +331,6 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       HttpClientRequest.accept(stream ? "text/event-stream" : "application/json"),
       HttpClientRequest.bodyJsonUnsafe(requestBody(request, options.model, stream))
     )
-  const fail = (reason: UpstreamError.Reason) => UpstreamError.make(options.name, reason)
 
   const decodeResponse = (
     text: string,
@@ -358,33 +344,17 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       )
     })
 
-  const complete = Effect.fn("OpenAiCompatible.complete", { attributes })(function* (
-    request: ChatCompletion.ChatRequest
-  ) {
-    const response = yield* Exchange.send(client, httpRequest(request, false), scrub)
-    const text = yield* Exchange.readText(response, scrub)
-    const now = yield* Clock.currentTimeMillis
-    return yield* Effect.fromResult(decodeResponse(text, now))
-  }, Effect.mapError(fail))
-
-  const stream = (
-    request: ChatCompletion.ChatRequest
-  ): Stream.Stream<ChatCompletion.ChatChunk, UpstreamError.UpstreamError> =>
-    Stream.unwrap(
-      Effect.gen(function* () {
-        const response = yield* Exchange.send(client, httpRequest(request, true), scrub)
-        const now = yield* Clock.currentTimeMillis
-        if (!Exchange.isEventStream(response)) {
-          const text = yield* Exchange.readText(response, scrub)
-          const answer = yield* Effect.fromResult(decodeResponse(text, now))
-          return Stream.fromIterable(ChatCompletion.responseToChunks(answer))
-        }
-        const defaults = { id: `chatcmpl-${now}`, model: options.model, created: Math.floor(now / 1000) }
-        return EventStream.decode(response.stream, chunkDecoder(defaults, scrub), (error) =>
-          Errors.reasonFromHttpClientError(error, scrub)
-        )
-      })
-    ).pipe(Stream.mapError(fail), Stream.withSpan("OpenAiCompatible.stream", { attributes }))
+  const { complete, stream } = Exchange.makeCalls({
+    spanName: "OpenAiCompatible",
+    attributes,
+    upstream: options.name,
+    client,
+    scrub,
+    httpRequest,
+    decodeResponse,
+    chunkDecoder: (now) =>
+      chunkDecoder({ id: `chatcmpl-${now}`, model: options.model, created: Math.floor(now / 1000) }, scrub)()
+  })
 
   const upstream: Upstream = {
     name: options.name,

@@ -15,8 +15,11 @@ import type * as HttpClientRequest from "effect/http/HttpClientRequest"
 import type * as HttpClientResponse from "effect/http/HttpClientResponse"
 import * as Result from "effect/Result"
 import * as Schema from "effect/Schema"
+import * as Stream from "effect/Stream"
+import * as ChatCompletion from "../../ChatCompletion.ts"
 import * as UpstreamError from "../../UpstreamError.ts"
 import * as Errors from "./Errors.ts"
+import * as EventStream from "./EventStream.ts"
 import * as RetryAfter from "./RetryAfter.ts"
 
 /**
@@ -115,4 +118,63 @@ export const readText = (
 export const isEventStream = (response: HttpClientResponse.HttpClientResponse): boolean => {
   const contentType = response.headers["content-type"]
   return contentType === undefined || !contentType.toLowerCase().includes("application/json")
+}
+
+/**
+ * The `complete` and `stream` calls of an HTTP provider: send, check the status, decode a JSON answer
+ * or an SSE stream (or a JSON answer to a streaming request, replayed as chunks), and name every
+ * failure with the upstream. Providers differ only in the request they build and how they decode.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const makeCalls = (options: {
+  /** The span name prefix, e.g. `"Anthropic"` (spans `Anthropic.complete`, `Anthropic.stream`). */
+  readonly spanName: string
+  readonly attributes: Record<string, unknown>
+  readonly upstream: string
+  readonly client: HttpClient.HttpClient
+  readonly scrub: Errors.Scrub
+  readonly httpRequest: (request: ChatCompletion.ChatRequest, stream: boolean) => HttpClientRequest.HttpClientRequest
+  readonly decodeResponse: (
+    text: string,
+    now: number
+  ) => Result.Result<ChatCompletion.ChatResponse, UpstreamError.Reason>
+  readonly chunkDecoder: (now: number) => EventStream.EventDecoder<ChatCompletion.ChatChunk>
+}): {
+  readonly complete: (
+    request: ChatCompletion.ChatRequest
+  ) => Effect.Effect<ChatCompletion.ChatResponse, UpstreamError.UpstreamError>
+  readonly stream: (
+    request: ChatCompletion.ChatRequest
+  ) => Stream.Stream<ChatCompletion.ChatChunk, UpstreamError.UpstreamError>
+} => {
+  const { attributes, client, scrub } = options
+  const fail = (reason: UpstreamError.Reason) => UpstreamError.make(options.upstream, reason)
+  const complete = Effect.fn(`${options.spanName}.complete`, { attributes })(function* (
+    request: ChatCompletion.ChatRequest
+  ) {
+    const response = yield* send(client, options.httpRequest(request, false), scrub)
+    const text = yield* readText(response, scrub)
+    const now = yield* Clock.currentTimeMillis
+    return yield* Effect.fromResult(options.decodeResponse(text, now))
+  }, Effect.mapError(fail))
+  const stream = (request: ChatCompletion.ChatRequest) =>
+    Stream.unwrap(
+      Effect.gen(function* () {
+        const response = yield* send(client, options.httpRequest(request, true), scrub)
+        const now = yield* Clock.currentTimeMillis
+        if (!isEventStream(response)) {
+          const text = yield* readText(response, scrub)
+          const answer = yield* Effect.fromResult(options.decodeResponse(text, now))
+          return Stream.fromIterable(ChatCompletion.responseToChunks(answer))
+        }
+        return EventStream.decode(
+          response.stream,
+          () => options.chunkDecoder(now),
+          (error) => Errors.reasonFromHttpClientError(error, scrub)
+        )
+      })
+    ).pipe(Stream.mapError(fail), Stream.withSpan(`${options.spanName}.stream`, { attributes }))
+  return { complete, stream }
 }
