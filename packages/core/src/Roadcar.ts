@@ -83,22 +83,24 @@ const faultScript = (faults: UpstreamConfig["faults"]): Simulated.FaultScript =>
   return Simulated.healthy
 }
 
+// Reads a secret named by a config field (`{ "env": "VAR" }`); a missing variable names the field.
+const readSecret = (field: string, variable: string): Effect.Effect<Redacted.Redacted<string>, ConfigError> =>
+  Effect.gen(function* () {
+    return yield* Config.Redacted(variable)
+  }).pipe(
+    Effect.mapError(
+      () =>
+        new ConfigError({
+          source: "environment",
+          problems: [`${field}: the environment variable ${variable} is not set; export it before starting`]
+        })
+    )
+  )
+
 const secret = (name: string, ref: { readonly env: string } | undefined) =>
   ref === undefined
     ? Effect.succeed<Redacted.Redacted<string> | undefined>(undefined)
-    : Effect.gen(function* () {
-        return yield* Config.Redacted(ref.env)
-      }).pipe(
-        Effect.mapError(
-          () =>
-            new ConfigError({
-              source: "environment",
-              problems: [
-                `upstreams.${name}.apiKey: the environment variable ${ref.env} is not set; export it before starting`
-              ]
-            })
-        )
-      )
+    : readSecret(`upstreams.${name}.apiKey`, ref.env)
 
 /**
  * Builds one upstream from its config entry.
@@ -251,26 +253,12 @@ export const layerAlertSink = (
   const log = config.alerts?.log === false ? [] : [AlertSink.layerLog]
   if (webhook === undefined) return log.length > 0 ? AlertSink.layerLog : AlertSink.layerMany([])
   const webhookLayer = Layer.unwrap(
-    Effect.map(
-      Effect.gen(function* () {
-        return yield* Config.Redacted(webhook.url.env)
-      }).pipe(
-        Effect.mapError(
-          () =>
-            new ConfigError({
-              source: "environment",
-              problems: [
-                `alerts.webhook.url: the environment variable ${webhook.url.env} is not set; export it before starting`
-              ]
-            })
-        )
-      ),
-      (url) =>
-        AlertWebhook.layer({
-          url,
-          timeout: webhook.timeout as Duration.Input | undefined,
-          maxAttempts: webhook.maxAttempts
-        })
+    Effect.map(readSecret("alerts.webhook.url", webhook.url.env), (url) =>
+      AlertWebhook.layer({
+        url,
+        timeout: webhook.timeout as Duration.Input | undefined,
+        maxAttempts: webhook.maxAttempts
+      })
     )
   )
   return AlertSink.layerMany<ConfigError, HttpClient.HttpClient>([...log, webhookLayer])
