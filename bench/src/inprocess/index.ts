@@ -40,6 +40,7 @@ const buildCandidates = async (): Promise<ReadonlyArray<Candidate>> => {
   const byId = new Map(roadcar.map((c) => [c.id, c]))
   return [
     byId.get("roadcar")!,
+    byId.get("roadcar-traced")!,
     byId.get("roadcar-monitor-noop")!,
     byId.get("roadcar-logs-off")!,
     retryTimeoutFallback("success"),
@@ -186,7 +187,7 @@ const section = (measured: ReadonlyArray<Measured>, options: RunOptions, seconds
     ],
     charts: [{ title: "Overhead per call, success path", file: chart }],
     notes: [
-      "Roadcar full pipeline: `Pipeline.make` with `RateLimit.layerMemory` (one per-key rule on requests and tokens, generous), `ResponseCache.layer` (capacity 1,024 < the 8,192 distinct requests cycled: every call misses and stores), `Breaker.layerMemory()`, `Monitor.layer()` + `AlertSink.layerLog`, 3 attempts with zero backoff, 30 s attempt and 60 s total timeouts; spans on Effect's built-in tracer, metrics in the default registry; the request log line is formatted as JSON (`RequestLog.formatJson`) and recorded as a span event, not written to stdout. Layers and pipeline are built once; each call is `Effect.runPromiseWith(context)(pipeline.complete(request, { key }))`.",
+      'Roadcar full pipeline: `Pipeline.make` with `RateLimit.layerMemory` (one per-key rule on requests and tokens, generous), `ResponseCache.layer` (capacity 1,024 < the 8,192 distinct requests cycled: every call misses and stores), `Breaker.layerMemory()`, `Monitor.layer()` + `AlertSink.layerLog`, 3 attempts with zero backoff, 30 s attempt and 60 s total timeouts; no tracer installed (Effect\'s in-memory default: the pipeline then opens no spans of its own, as nobody could see them), metrics in the default registry; the request log line is formatted as JSON (`RequestLog.formatJson`) and recorded as a span event, not written to stdout. Layers and pipeline are built once; each call is `Effect.runPromiseWith(context)(pipeline.complete(request, { key }))`. The "tracer installed" row adds a tracer that creates every span (pipeline, rate limit, cache, step, attempt) as an exporter would receive them: what tracing costs per call.',
       "`Monitor.layerNoop` and no-logger rows show what the alerting monitor and the request log line cost within that figure.",
       'Bare Effect: `call.pipe(Effect.timeout("30 seconds"), Effect.retry({ times: 2 }), Effect.catch(() => fallback))`.',
       "cockatiel: `wrap(retry(handleAll, { maxAttempts: 2 }), circuitBreaker(handleAll, { halfOpenAfter: 30s, breaker: new ConsecutiveBreaker(5) }), timeout(30s, { strategy: Aggressive, abortOnReturn }), bulkhead(1000))`. On the fail-twice path its retry waits `setTimeout(0)` (≥ 1 ms) per retry even with zero backoff; Effect's zero-delay retry yields once to the scheduler instead.",

@@ -7,17 +7,20 @@
  * `Breaker.layerMemory`, `Monitor.layer` with `AlertSink.layerLog` (or `Monitor.layerNoop`), 3
  * attempts with zero backoff, the default timeouts (30 s per attempt, 60 s in total). The request log
  * line is formatted as JSON and recorded as a span event like `RequestLog.layerJson` does, but not
- * written (the benchmark measures the pipeline, not stdout), or logging is off. Spans use Effect's
- * built-in tracer; metrics go to the default registry.
+ * written (the benchmark measures the pipeline, not stdout), or logging is off. With no tracer
+ * installed (Effect's in-memory default) the pipeline opens no spans of its own; the `traced` variant
+ * installs a tracer that creates every span as an exporter would receive it. Metrics go to the
+ * default registry.
  */
 import { AlertSink, Breaker, Monitor, Pipeline, RateLimit, RequestLog, ResponseCache } from "@roadcar/core"
 import type { Upstream } from "@roadcar/core/Upstream"
-import type * as Context from "effect/Context"
+import * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as ManagedRuntime from "effect/ManagedRuntime"
 import * as Stream from "effect/Stream"
+import * as Tracer from "effect/Tracer"
 import { FailTwice, requests, response, upstreamError } from "./fixtures.ts"
 import type { Candidate, Path } from "./measure.ts"
 import { rawEffectCandidate, verifyAnswers } from "./raw.ts"
@@ -31,7 +34,13 @@ export interface Variant {
   readonly monitor: "alerting" | "noop"
   /** `json`: the request log formatted as JSON and recorded on the span, not written; `off`: no logger. */
   readonly log: "json" | "off"
+  /** `recording`: a tracer is installed and every span is created (as for an exporter); default none. */
+  readonly tracer?: "recording" | undefined
 }
+
+// A tracer other than Effect's default: spans are created, kept by nobody (an exporter's share of
+// the cost is its batching and sending, not measured here).
+const recordingTracer = Tracer.make({ span: (options) => new Tracer.NativeSpan(options) })
 
 /** The pipeline options of every variant. */
 export const pipelineOptions = (upstream: Upstream): Pipeline.Options => ({
@@ -87,11 +96,15 @@ export interface Built {
 }
 
 /** Builds the stages and the pipeline once; calls then run on the built context. */
-export const build = async (variant: Pick<Variant, "monitor" | "log">, upstream: Upstream): Promise<Built> => {
+export const build = async (
+  variant: Pick<Variant, "monitor" | "log" | "tracer">,
+  upstream: Upstream
+): Promise<Built> => {
   const runtime = ManagedRuntime.make(
     Pipeline.layer(pipelineOptions(upstream)).pipe(Layer.provideMerge(stages(variant)))
   )
-  const context = await runtime.context()
+  const built = await runtime.context()
+  const context = variant.tracer === "recording" ? Context.add(built, Tracer.Tracer, recordingTracer) : built
   const pipeline = await runtime.runPromise(Effect.service(Pipeline.PipelineService))
   return { pipeline, context: context as Context.Context<never>, close: () => runtime.dispose() }
 }
@@ -133,6 +146,14 @@ export const variants: ReadonlyArray<Variant> = [
     path: "success",
     monitor: "alerting",
     log: "json"
+  },
+  {
+    id: "roadcar-traced",
+    label: "Roadcar full pipeline, a tracer installed (every span created)",
+    path: "success",
+    monitor: "alerting",
+    log: "json",
+    tracer: "recording"
   },
   {
     id: "roadcar-monitor-noop",

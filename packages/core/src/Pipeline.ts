@@ -233,12 +233,26 @@ const withParent = <A, E, R>(self: Effect.Effect<A, E, R>, span: Tracer.Span): E
       }) as Context.Context<R>
   )
 
-// `Effect.withSpan(self, name, options)` without a stack trace (see `withParent`).
+// Whether a span opened now would be seen by anyone: a tracer other than Effect's in-memory default
+// is installed (the check `Tracer.nativeTracer` documents for this), tracing is enabled, and the
+// parent span, if any, is sampled. Otherwise the request path opens no spans of its own: a span
+// nobody exports costs as much as one that is exported (about a fifth of the in-process overhead).
+const tracing = (fiber: Fiber.Fiber<unknown, unknown>): boolean => {
+  const cache = fiber.cache
+  if (!cache.tracerEnabled || cache.tracer === undefined || cache.tracer === Tracer.nativeTracer) return false
+  return cache.span === undefined || cache.span.sampled
+}
+
+// `Effect.withSpan(self, name, options)` without a stack trace (see `withParent`), and only when
+// the span would be seen (see `tracing`).
 const withChildSpan = <A, E, R>(
   self: Effect.Effect<A, E, R>,
   name: string,
   options?: Tracer.SpanOptionsNoTrace
-): Effect.Effect<A, E, R> => Effect.useSpan(name, options ?? {}, (span) => withParent(self, span))
+): Effect.Effect<A, E, R> =>
+  Effect.withFiber((fiber) =>
+    tracing(fiber) ? Effect.useSpan(name, options ?? {}, (span) => withParent(self, span)) : self
+  )
 
 let requestCounter = 0
 const newRequestId = (): string => {
@@ -607,14 +621,14 @@ export const make = <const O extends Options>(
       state: RequestState,
       upstream: Upstream,
       labels: UpstreamLabels,
-      span: Tracer.Span,
+      span: Tracer.Span | undefined,
       context: Context.Context<never>,
       seconds: number,
       cause: Cause.Cause<UpstreamError>
     ): Effect.Effect<void> | undefined => {
       const error = cause.reasons.find((reason) => reason._tag === "Fail")?.error
       const errorType = error ? error.reason._tag : "interrupted"
-      if (span.status._tag !== "Ended") span.attribute("error.type", errorType)
+      if (span !== undefined && span.status._tag !== "Ended") span.attribute("error.type", errorType)
       failedMetric(labels, errorType).updateUnsafe(seconds, context)
       return error === undefined ? undefined : onFailedAttempt(state, upstream, error)
     }
@@ -622,12 +636,12 @@ export const make = <const O extends Options>(
     // Records an attempt that answered (or opened its stream) on its span and in the GenAI metrics.
     const attemptAnswered = (
       labels: UpstreamLabels,
-      span: Tracer.Span,
+      span: Tracer.Span | undefined,
       context: Context.Context<never>,
       seconds: number,
       value: ChatResponse | Opened
     ): void => {
-      const annotate = span.status._tag !== "Ended"
+      const annotate = span !== undefined && span.status._tag !== "Ended"
       if ("head" in value) {
         labels.firstChunk.updateUnsafe(seconds, context)
         const first = value.head[0]
@@ -667,28 +681,28 @@ export const make = <const O extends Options>(
       Effect.withFiber((fiber) => {
         state.attempts++
         const labels = labelsOf(upstream)
-        const attributes = requestAttributes(state, upstream, request)
         const context = fiber.context
         const clock = fiber.getRef(Clock.Clock)
         const startedAt = clock.currentTimeMillisUnsafe()
         const attempt = call(startedAt)
         // The observers are plain bookkeeping on either exit (interruption included), so a match
         // rather than `onExit`; the failure's log line runs like `tapError` would run it.
+        const observed = (span: Tracer.Span | undefined) =>
+          Effect.matchCauseEffect(attempt, {
+            onFailure: (cause) => {
+              const seconds = (clock.currentTimeMillisUnsafe() - startedAt) / 1000
+              const logged = attemptFailed(state, upstream, labels, span, context, seconds, cause)
+              return logged === undefined ? Effect.failCause(cause) : Effect.andThen(logged, Effect.failCause(cause))
+            },
+            onSuccess: (value) => {
+              attemptAnswered(labels, span, context, (clock.currentTimeMillisUnsafe() - startedAt) / 1000, value)
+              return Effect.succeed(value)
+            }
+          })
+        if (!tracing(fiber)) return observed(undefined)
+        const attributes = requestAttributes(state, upstream, request)
         return Effect.useSpan(labels.spanName, { kind: "client", attributes }, (span) =>
-          withParent(
-            Effect.matchCauseEffect(attempt, {
-              onFailure: (cause) => {
-                const seconds = (clock.currentTimeMillisUnsafe() - startedAt) / 1000
-                const logged = attemptFailed(state, upstream, labels, span, context, seconds, cause)
-                return logged === undefined ? Effect.failCause(cause) : Effect.andThen(logged, Effect.failCause(cause))
-              },
-              onSuccess: (value) => {
-                attemptAnswered(labels, span, context, (clock.currentTimeMillisUnsafe() - startedAt) / 1000, value)
-                return Effect.succeed(value)
-              }
-            }),
-            span
-          )
+          withParent(observed(span), span)
         )
       })
 

@@ -97,6 +97,47 @@ describe("Pipeline hot path", () => {
     }).pipe(Effect.scoped, Effect.provide(Stages))
   )
 
+  it.effect(
+    "no spans of its own when nobody would see them: no tracer installed, tracing off, or an unsampled parent",
+    () =>
+      Effect.gen(function* () {
+        const { seen, upstream } = observing()
+        const pipeline = yield* Pipeline.make({ steps: [{ upstream }] })
+        const callerSpanSeen = (program: Effect.Effect<unknown, unknown>) =>
+          Effect.gen(function* () {
+            seen.span = undefined
+            yield* program
+            return seen.span === undefined ? undefined : (seen.span as Tracer.Span).name
+          })
+        let calls = 0
+        const call = () => pipeline.complete(request(`untraced ${++calls}`), { key: "k" })
+        // Effect's default in-memory tracer: the call runs in the caller's span.
+        assert.strictEqual(yield* callerSpanSeen(call().pipe(Effect.withSpan("caller"))), "caller")
+        const { spans, tracer } = recordingTracer()
+        // A tracer installed but turned off (the caller's span is Effect's no-op span).
+        assert.strictEqual(
+          yield* callerSpanSeen(
+            call().pipe(Effect.withSpan("caller"), Effect.withTracer(tracer), Effect.withTracerEnabled(false))
+          ),
+          "caller"
+        )
+        // A tracer installed, the caller's span not sampled.
+        assert.strictEqual(
+          yield* callerSpanSeen(call().pipe(Effect.withSpan("caller", { sampled: false }), Effect.withTracer(tracer))),
+          "caller"
+        )
+        assert.deepStrictEqual(
+          spans.map((span) => span.name),
+          ["caller"]
+        )
+        // The same tracer, sampled: the attempt span.
+        assert.strictEqual(
+          yield* callerSpanSeen(call().pipe(Effect.withSpan("caller"), Effect.withTracer(tracer))),
+          "chat primary"
+        )
+      }).pipe(Effect.scoped, Effect.provide(Stages))
+  )
+
   it.effect("the request line carries the caller's own log annotations, and ours win on a clash", () =>
     Effect.gen(function* () {
       const lines: Array<Record<string, unknown>> = []
