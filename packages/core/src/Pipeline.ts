@@ -532,7 +532,8 @@ export const make = <const O extends Options>(
           }
           state.upstreamMs += clock.currentTimeMillisUnsafe() - start
         }
-        // Plain bookkeeping on either exit (interruption included), so a match rather than `onExit`.
+        // Plain bookkeeping when the step answers or fails (an interrupted request has no answer to
+        // report its upstream time in, nor a span left to annotate), so a match rather than `onExit`.
         return Effect.matchCauseEffect(protect(state, step, attempt), {
           onFailure: (cause) => {
             observe(
@@ -685,20 +686,23 @@ export const make = <const O extends Options>(
         const clock = fiber.getRef(Clock.Clock)
         const startedAt = clock.currentTimeMillisUnsafe()
         const attempt = call(startedAt)
-        // The observers are plain bookkeeping on either exit (interruption included), so a match
-        // rather than `onExit`; the failure's log line runs like `tapError` would run it.
+        // The observers are plain bookkeeping on either exit, interruption included: a match inside
+        // an uninterruptible mask (a bare match does not see an interruption); the failure's log line
+        // runs like `tapError` would run it.
         const observed = (span: Tracer.Span | undefined) =>
-          Effect.matchCauseEffect(attempt, {
-            onFailure: (cause) => {
-              const seconds = (clock.currentTimeMillisUnsafe() - startedAt) / 1000
-              const logged = attemptFailed(state, upstream, labels, span, context, seconds, cause)
-              return logged === undefined ? Effect.failCause(cause) : Effect.andThen(logged, Effect.failCause(cause))
-            },
-            onSuccess: (value) => {
-              attemptAnswered(labels, span, context, (clock.currentTimeMillisUnsafe() - startedAt) / 1000, value)
-              return Effect.succeed(value)
-            }
-          })
+          Effect.uninterruptibleMask((restore) =>
+            Effect.matchCauseEffect(restore(attempt), {
+              onFailure: (cause) => {
+                const seconds = (clock.currentTimeMillisUnsafe() - startedAt) / 1000
+                const logged = attemptFailed(state, upstream, labels, span, context, seconds, cause)
+                return logged === undefined ? Effect.failCause(cause) : Effect.andThen(logged, Effect.failCause(cause))
+              },
+              onSuccess: (value) => {
+                attemptAnswered(labels, span, context, (clock.currentTimeMillisUnsafe() - startedAt) / 1000, value)
+                return Effect.succeed(value)
+              }
+            })
+          )
         if (!tracing(fiber)) return observed(undefined)
         const attributes = requestAttributes(state, upstream, request)
         return Effect.useSpan(labels.spanName, { kind: "client", attributes }, (span) =>

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Breaker, Metrics, Monitor, Pipeline, RateLimit, ResponseCache } from "@roadcar/core"
+import type { Upstream } from "@roadcar/core/Upstream"
 import { Effect, Fiber, Layer, Metric, Option, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import { request, scripted, unavailable } from "./utils/Scripted.ts"
@@ -27,6 +28,32 @@ const Stages = Layer.mergeAll(
 )
 
 describe("Observability", () => {
+  it.effect("an attempt interrupted in flight (the caller went away) is recorded as error.type interrupted", () =>
+    Effect.gen(function* () {
+      const { spans, tracer } = recordingTracer()
+      const hanging: Upstream = { ...scripted("hanging", []), complete: () => Effect.never }
+      const pipeline = yield* Pipeline.make({ name: "gone", steps: [{ upstream: hanging }] })
+      const fiber = yield* Effect.forkChild(
+        pipeline.complete(request("never answered"), { key: "k" }).pipe(Effect.withTracer(tracer))
+      )
+      yield* TestClock.adjust("1 second")
+      yield* Fiber.interrupt(fiber)
+      const attempt = spans.find((span) => span.name === "chat hanging")!
+      assert.strictEqual(attempt.attributes.get("error.type"), "interrupted")
+      assert.strictEqual(attempt.status._tag, "Ended")
+      const duration = yield* Metric.value(
+        Metric.withAttributes(Metrics.operationDuration, {
+          "gen_ai.operation.name": "chat",
+          "gen_ai.provider.name": hanging.provider,
+          "gen_ai.request.model": hanging.model,
+          "error.type": "interrupted"
+        })
+      )
+      assert.strictEqual(duration.count, 1)
+      assert.strictEqual(duration.sum, 1, "one second of virtual time")
+    }).pipe(Effect.scoped, Effect.provide(Stages), Effect.provideService(Metric.MetricRegistry, new Map()))
+  )
+
   it.effect("a retried request that fell back leaves a span tree with GenAI attributes and events", () =>
     Effect.gen(function* () {
       const { spans, tracer } = recordingTracer()

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Breaker, Monitor, Pipeline, RequestLog, ResponseCache } from "@roadcar/core"
-import { Effect, Fiber, Layer } from "effect"
+import { Context, Effect, Fiber, Layer, Logger, References, Schema, Tracer } from "effect"
 import { TestClock, TestConsole } from "effect/testing"
 import { request, scripted, unavailable } from "./utils/Scripted.ts"
 
@@ -87,5 +87,51 @@ describe("RequestLog", () => {
       assert.strictEqual(lines[0]!["span_id"], span.spanId)
       assert.isUndefined(lines[1]!["trace_id"])
     }).pipe(Effect.provide(RequestLog.layerJson("Info")))
+  )
+
+  // The reference: Effect's structured line as JSON, with the span's ids added.
+  const reference = (options: Logger.Options<unknown>): string => {
+    const line: Record<string, unknown> = Logger.formatStructured.log(options)
+    const span = Context.getOrUndefined(options.fiber.context, Tracer.ParentSpan)
+    if (span !== undefined) {
+      line["trace_id"] = span.traceId
+      line["span_id"] = span.spanId
+    }
+    return JSON.stringify(line)
+  }
+  const Scalar = Schema.Union([Schema.String, Schema.Number, Schema.Boolean, Schema.Null])
+  const Field = Schema.Union([
+    Scalar,
+    Schema.Undefined,
+    Schema.Array(Schema.Number),
+    Schema.Struct({ a: Schema.String })
+  ])
+
+  it.effect.prop(
+    "writes exactly the bytes of Effect's structured line, for any message, annotations, log spans and span",
+    {
+      message: Schema.Union([Schema.String, Schema.Number]),
+      annotations: Schema.Record(Schema.String, Field),
+      logSpan: Schema.UndefinedOr(Schema.String),
+      inSpan: Schema.Boolean,
+      level: Schema.Literals(["Info", "Warn", "Error", "Debug"])
+    },
+    ({ message, annotations, logSpan, inSpan, level }) =>
+      Effect.gen(function* () {
+        const pairs: Array<[string, string]> = []
+        const capture = Logger.make(
+          (options) => void pairs.push([RequestLog.formatJson.log(options), reference(options)])
+        )
+        let program: Effect.Effect<void> = Effect.logWithLevel(level)(message).pipe(Effect.annotateLogs(annotations))
+        if (logSpan !== undefined) program = Effect.withLogSpan(program, logSpan)
+        if (inSpan) program = Effect.withSpan(program, "outer")
+        yield* program.pipe(
+          Effect.provide(Logger.layer([capture])),
+          Effect.provideService(References.MinimumLogLevel, "Debug")
+        )
+        assert.strictEqual(pairs.length, 1)
+        assert.strictEqual(pairs[0]![0], pairs[0]![1])
+      }),
+    { arbitrary: { runs: 300 } }
   )
 })

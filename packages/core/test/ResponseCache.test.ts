@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ChatCompletion, ResponseCache } from "@roadcar/core"
-import { Effect, Option, Schema } from "effect"
+import { Effect, Fiber, Option, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { request, response } from "./utils/Scripted.ts"
 
@@ -109,6 +109,23 @@ describe("ResponseCache", () => {
       yield* cache.lookup(request(), Effect.succeed({ ...entry("static"), cacheable: false }))
       assert.isFalse((yield* cache.lookup(request(), Effect.succeed(entry("real")))).hit)
       assert.isTrue((yield* cache.lookup(request(), Effect.succeed(entry("other")))).hit)
+    }).pipe(Effect.provide(ResponseCache.layer()))
+  )
+
+  it.effect("identical requests in flight share one call; when its caller is interrupted, a waiter makes its own", () =>
+    Effect.gen(function* () {
+      const cache = yield* ResponseCache.ResponseCache
+      const leader = yield* Effect.forkChild(cache.lookup(request("shared"), Effect.never))
+      yield* Effect.yieldNow
+      const follower = yield* Effect.forkChild(cache.lookup(request("shared"), Effect.succeed(entry("own"))))
+      yield* Effect.yieldNow
+      yield* Fiber.interrupt(leader)
+      const taken = yield* Fiber.join(follower)
+      assert.isFalse(taken.hit, "the waiter ran its own call")
+      assert.strictEqual(taken.entry.response.choices[0]!.message.content, "own")
+      const later = yield* cache.lookup(request("shared"), Effect.succeed(entry("unused")))
+      assert.isTrue(later.hit)
+      assert.strictEqual(later.entry.response.choices[0]!.message.content, "own")
     }).pipe(Effect.provide(ResponseCache.layer()))
   )
 
