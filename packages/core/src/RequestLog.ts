@@ -12,6 +12,8 @@
  * @since 0.1.0
  */
 import * as Context from "effect/Context"
+import type * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import type * as LogLevel from "effect/LogLevel"
@@ -88,5 +90,44 @@ export const formatJson: Logger.Logger<unknown, string> = Logger.make((options) 
 export const layerJson = (level: LogLevel.LogLevel = "Info"): Layer.Layer<never> =>
   Layer.mergeAll(
     Logger.layer([Logger.withConsoleLog(formatJson), Logger.tracerLogger]),
+    Layer.succeed(References.MinimumLogLevel, level)
+  )
+
+/**
+ * JSON lines at `level` and above (default `Info`) written to the process's stdout in batches: the
+ * lines of one `window` (default 10 ms) go out in one write, and whatever is left is written when the
+ * layer's scope closes (a graceful shutdown). Also records every line as a span event. What a server
+ * uses: one write per request line is a system call per request.
+ *
+ * A process killed without a shutdown (SIGKILL, a crash) loses at most the last `window` of lines;
+ * `layerJson` writes each line at once through the `Console`.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { RequestLog } from "@roadcar/core"
+ *
+ * Effect.runPromise(Effect.logInfo("hello").pipe(Effect.provide(RequestLog.layerJsonStdout("Info"))))
+ * // prints {"message":"hello","level":"INFO",...} when the layer closes, or after 10 ms
+ * ```
+ *
+ * @category layers
+ * @since 0.1.0
+ */
+export const layerJsonStdout = (
+  level: LogLevel.LogLevel = "Info",
+  options?: { readonly window?: Duration.Input | undefined }
+): Layer.Layer<never> =>
+  Layer.mergeAll(
+    Logger.layer([
+      Logger.batched(formatJson, {
+        window: options?.window ?? "10 millis",
+        flush: (lines) =>
+          Effect.sync(() => {
+            if (lines.length > 0) process.stdout.write(`${lines.join("\n")}\n`)
+          })
+      }),
+      Logger.tracerLogger
+    ]),
     Layer.succeed(References.MinimumLogLevel, level)
   )

@@ -1,4 +1,4 @@
-import { assert, describe, it } from "@effect/vitest"
+import { assert, describe, it, vi } from "@effect/vitest"
 import { Breaker, Monitor, Pipeline, RequestLog, ResponseCache } from "@roadcar/core"
 import { Context, Effect, Fiber, Layer, Logger, References, Schema, Tracer } from "effect"
 import { TestClock, TestConsole } from "effect/testing"
@@ -133,5 +133,43 @@ describe("RequestLog", () => {
         assert.strictEqual(pairs[0]![0], pairs[0]![1])
       }),
     { arbitrary: { runs: 300 } }
+  )
+
+  it.effect("layerJsonStdout writes the lines of a window in one write, and the rest when it closes", () =>
+    Effect.gen(function* () {
+      const writes: Array<string> = []
+      const write = vi.spyOn(process.stdout, "write").mockImplementation((chunk: string | Uint8Array) => {
+        writes.push(String(chunk))
+        return true
+      })
+      try {
+        yield* Effect.scoped(
+          Effect.gen(function* () {
+            yield* Effect.logInfo("first").pipe(Effect.annotateLogs({ n: 1 }))
+            yield* Effect.logInfo("second")
+            yield* Effect.logDebug("below the level")
+            assert.deepStrictEqual(writes, [], "nothing before the window ends")
+            yield* TestClock.adjust("10 millis")
+            assert.strictEqual(writes.length, 1, "one write for the window")
+            yield* Effect.logWarning("third")
+          }).pipe(Effect.provide(RequestLog.layerJsonStdout("Info")))
+        )
+      } finally {
+        write.mockRestore()
+      }
+      assert.strictEqual(writes.length, 2, "the rest written when the layer closed")
+      const lines = writes.join("").split("\n")
+      assert.strictEqual(lines.pop(), "", "every line ends with a newline")
+      assert.deepStrictEqual(
+        lines
+          .map((line) => JSON.parse(line) as { message: string; level: string })
+          .map((line) => [line.message, line.level]),
+        [
+          ["first", "INFO"],
+          ["second", "INFO"],
+          ["third", "WARN"]
+        ]
+      )
+    })
   )
 })

@@ -184,7 +184,7 @@ const checkConfig = (flag: string | undefined, environment: Environment) =>
 const serve = (flag: string | undefined, environment: Environment) =>
   Effect.gen(function* () {
     const { config, source } = yield* GatewayConfig.load({ flag, env: environment.env, cwd: environment.cwd })
-    const logger = RequestLog.layerJson(config.logLevel ?? "Info")
+    const logger = RequestLog.layerJsonStdout(config.logLevel ?? "Info")
     yield* Effect.logInfo("roadcar config loaded").pipe(
       Effect.annotateLogs({ source: GatewayConfig.describeSource(source) }),
       Effect.provide(logger)

@@ -17,7 +17,7 @@ const words = "one two three four five six seven eight nine ten"
 
 const waitFor = (condition: Effect.Effect<boolean>, what: string) =>
   Effect.gen(function* () {
-    for (let i = 0; i < 200; i++) {
+    for (let i = 0; i < 1000; i++) {
       if (yield* condition) return
       yield* Effect.sleep("10 millis")
     }
