@@ -975,17 +975,20 @@ export const make = <const O extends Options>(
     }
 
     // Counts a cache lookup and adds its event to the current (`roadcar.cache`) span.
+    const recordCache = (fiber: Fiber.Fiber<unknown, unknown>, hit: boolean): void => {
+      const span = activeSpan(fiber)
+      if (span !== undefined) {
+        span.event(
+          hit ? "roadcar.cache.hit" : "roadcar.cache.miss",
+          fiber.getRef(Clock.Clock).currentTimeNanosUnsafe(),
+          {}
+        )
+      }
+      ;(hit ? cacheHits : cacheMisses).updateUnsafe(1, fiber.context)
+    }
     const observeCache = <A>(hit: boolean, value: A): Effect.Effect<A> =>
       Effect.withFiber((fiber) => {
-        const span = activeSpan(fiber)
-        if (span !== undefined) {
-          span.event(
-            hit ? "roadcar.cache.hit" : "roadcar.cache.miss",
-            fiber.getRef(Clock.Clock).currentTimeNanosUnsafe(),
-            {}
-          )
-        }
-        ;(hit ? cacheHits : cacheMisses).updateUnsafe(1, fiber.context)
+        recordCache(fiber, hit)
         return Effect.succeed(value)
       })
 
@@ -1047,7 +1050,11 @@ export const make = <const O extends Options>(
           const looked: Effect.Effect<CacheLookup, UpstreamError> =
             cache._tag === "Some"
               ? withChildSpan(
-                  Effect.flatMap(cache.value.lookup(request, compute), (found) => observeCache(found.hit, found)),
+                  // `fiber` is this request's: inside the cache span, its current span is that span.
+                  Effect.map(cache.value.lookup(request, compute), (found) => {
+                    recordCache(fiber, found.hit)
+                    return found
+                  }),
                   "roadcar.cache"
                 )
               : Effect.map(compute, (entry) => ({ entry, hit: false }))

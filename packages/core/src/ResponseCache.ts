@@ -264,11 +264,14 @@ export const make = Effect.fnUntraced(function* (options: Options) {
     compute: Effect.Effect<Entry, E>,
     computed: { ran: boolean }
   ): Effect.Effect<Entry, E> => {
+    if (shared._tag === "None") {
+      computed.ran = true // without a shared store, a local miss always runs its own call
+      return compute
+    }
     const own = Effect.suspend(() => {
       computed.ran = true
       return compute
     })
-    if (shared._tag === "None") return own
     const store = shared.value
     const hash = storeKey(request)
     return store.get(hash).pipe(
@@ -300,15 +303,22 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       const deferred = Deferred.makeUnsafe<Entry, unknown>()
       inFlight.set(key, deferred)
       const computed = { ran: false }
-      return computeThrough(request, compute, computed).pipe(
-        Effect.onExit((exit) =>
-          Effect.sync(() => {
+      // The bookkeeping runs on every exit, interruption included (a match under an uninterruptible
+      // mask, as `onExit` does, without its extra steps: this runs on every miss).
+      return Effect.uninterruptibleMask((restore) =>
+        Effect.matchCauseEffect(restore(computeThrough(request, compute, computed)), {
+          onFailure: (cause) => {
             inFlight.delete(key)
-            if (Exit.isSuccess(exit)) keep(key, exit.value)
-            Deferred.doneUnsafe(deferred, exit)
-          })
-        ),
-        Effect.map((entry): Lookup => ({ entry, hit: !computed.ran }))
+            Deferred.doneUnsafe(deferred, Exit.failCause(cause))
+            return Effect.failCause(cause)
+          },
+          onSuccess: (entry) => {
+            inFlight.delete(key)
+            keep(key, entry)
+            Deferred.doneUnsafe(deferred, Exit.succeed(entry))
+            return Effect.succeed<Lookup>({ entry, hit: !computed.ran })
+          }
+        })
       )
     })
   return ResponseCache.of({
