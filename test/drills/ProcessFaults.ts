@@ -8,8 +8,8 @@
  *   moves on when a connection is refused, as a proxy's passive health check does); one replica is
  *   killed with SIGKILL mid-load: only requests in flight on it are lost, as connection errors, and
  *   every later request is served by the other.
- * - Redis stopped and restarted during load joins here once `@roadcar/redis` lands: see
- *   {@link redisOutage}.
+ * - Redis stopped and restarted during load (the third process fault) has its own module,
+ *   `RedisOutage.ts`; it reuses this module's config, request bodies and expectations.
  */
 import * as Http from "node:http"
 import { Readable } from "node:stream"
@@ -47,7 +47,8 @@ const indexOf = (body: unknown): number | undefined => {
   return match === null ? undefined : Number(match[1])
 }
 
-const bodyOf = (index: number): string =>
+/** The body of request `index`: odd ones stream (with the usage chunk), even ones ask for JSON. */
+export const bodyOf = (index: number): string =>
   JSON.stringify({
     model: "chat",
     ...(index % 2 === 1 ? { stream: true, stream_options: { include_usage: true } } : {}),
@@ -100,13 +101,15 @@ const requestOverNewConnection = (url: string, index: number): Promise<Response>
     outgoing.end(body)
   })
 
-const expectation = (index: number) => ({
+/** What a complete answer to request `index` holds (the fake upstream echoes the prompt). */
+export const expectation = (index: number) => ({
   stream: index % 2 === 1,
   content: `echo: ${promptOf(index)}`,
   usage: index % 2 === 1
 })
 
-const outcomeText = (outcome: Outcome | undefined): string =>
+/** An outcome in a few words, for tallies and violation lists. */
+export const outcomeText = (outcome: Outcome | undefined): string =>
   outcome === undefined
     ? "not sent"
     : outcome._tag === "Answered"
@@ -423,24 +426,3 @@ export const sigkill = async (options: {
     await fake.close()
   }
 }
-
-// =============================================================================
-// Redis (pending)
-// =============================================================================
-
-/**
- * Hook for the Redis drill, once `@roadcar/redis` lands: start `redis-server --port <free port>
- * --save ""` as a child process, point the gateway's shared stores (rate limit, cache, breaker) at it,
- * run the soak's load, stop Redis (SIGTERM) for a few seconds mid-load and start it again, then check
- * that the configured fault policy held while it was down (fail-open: requests still answered; or
- * fail-closed: clean 503s, never a 5xx without body), that lost = 0, and that the stores are used again
- * after the restart. Until then it reports itself as pending.
- */
-export const redisOutage = async (): Promise<DrillResult<Record<string, never>>> => ({
-  id: "redis",
-  title: "Redis stopped and restarted during load",
-  durationSeconds: 0,
-  figures: {},
-  checks: [],
-  notes: ["Pending: waits for @roadcar/redis (see `ProcessFaults.redisOutage`)."]
-})
