@@ -22,12 +22,23 @@ import * as Deferred from "effect/Deferred"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
+import * as Fiber from "effect/Fiber"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Redis from "effect/persistence/Redis"
 import * as Redacted from "effect/Redacted"
 import { createClient } from "redis"
 import * as RedisConfig from "./RedisConfig.ts"
+
+// Two turns of the event loop: the poll phase between them reads what the sockets hold, and the
+// fibers that reading resumes run before the second turn ends (Effect schedules them with
+// `setImmediate` too).
+const ioTurns: Effect.Effect<void> = Effect.callback<void>((resume) => {
+  let handle = setImmediate(() => {
+    handle = setImmediate(() => resume(Effect.void))
+  })
+  return Effect.sync(() => clearImmediate(handle))
+})
 
 type Client = ReturnType<typeof createClient>
 type ClientOptions = NonNullable<Parameters<typeof createClient>[0]>
@@ -112,9 +123,11 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
     // Commands fail at once while disconnected instead of queueing for the reconnection.
     disableOfflineQueue: true,
     commandsQueueMaxLength: config.maxQueuedCommands,
-    // A command already sent is also abandoned (its late reply is discarded), a little after the
-    // store operation's own deadline, so commands never pile up behind a server that stopped answering.
-    commandOptions: { timeout: timeoutMillis + 100, rejectInFlight: true },
+    // A command already sent is also abandoned (its late reply is discarded) a second after the store
+    // operation's own deadline, so commands never pile up behind a server that stopped answering. Not
+    // sooner: this timer, too, fires before a waiting reply is read when this process stalls, and the
+    // operation's deadline (which gives the socket a last look) is the one that decides.
+    commandOptions: { timeout: timeoutMillis + 1_000, rejectInFlight: true },
     socket: {
       connectTimeout: Math.max(1, Math.round(Duration.toMillis(config.connectTimeout))),
       reconnectStrategy
@@ -253,6 +266,28 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
     )
   })
 
+  // `self` within the command timeout, else `onTimeout`; but a reply that has already arrived is never
+  // counted as a timeout: when the time is up, the socket gets two more turns of the event loop before
+  // the call is given up. After this process stalls (a long GC, a CPU-starved container), Node runs the
+  // expired timer before it reads the reply waiting on the socket, and Redis would be declared down
+  // (fail-closed stores refusing) while it is healthy.
+  const withDeadline = <A, E, R>(
+    self: Effect.Effect<A, E, R>,
+    onTimeout: Effect.Effect<never, E>
+  ): Effect.Effect<A, E, R> =>
+    Effect.flatMap(Effect.forkChild(self, { startImmediately: true }), (fiber) => {
+      const done = fiber.pollUnsafe()
+      if (done !== undefined) return done
+      return Effect.flatMap(Effect.timeoutOption(Fiber.await(fiber), config.commandTimeout), (exit) =>
+        Option.isSome(exit)
+          ? exit.value
+          : Effect.flatMap(ioTurns, () => {
+              const late = fiber.pollUnsafe()
+              return late !== undefined ? late : Effect.andThen(Fiber.interrupt(fiber), onTimeout)
+            })
+      ).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
+    })
+
   const run = <A, E, R>(self: Effect.Effect<A, E, R>, runOptions: RunOptions<E>): Effect.Effect<A, E, R> =>
     Effect.flatMap(Clock.currentTimeMillis, (now) => {
       if (now < failFastUntil) {
@@ -264,17 +299,15 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
         const detail = `not connected to Redis at ${config.address}`
         return Effect.andThen(markDown(runOptions.store, detail), Effect.fail(runOptions.unavailable(detail)))
       }
-      return self.pipe(
-        Effect.timeoutOrElse({
-          duration: config.commandTimeout,
-          orElse: () =>
-            Effect.gen(function* () {
-              const detail = `Redis at ${config.address} did not answer within ${commandTimeoutText}`
-              failFastUntil = (yield* Clock.currentTimeMillis) + Duration.toMillis(config.failFastFor)
-              yield* markDown(runOptions.store, detail)
-              return yield* Effect.fail(runOptions.unavailable(detail))
-            })
-        }),
+      return withDeadline(
+        self,
+        Effect.gen(function* () {
+          const detail = `Redis at ${config.address} did not answer within ${commandTimeoutText}`
+          failFastUntil = (yield* Clock.currentTimeMillis) + Duration.toMillis(config.failFastFor)
+          yield* markDown(runOptions.store, detail)
+          return yield* Effect.fail(runOptions.unavailable(detail))
+        })
+      ).pipe(
         Effect.onExit((exit) => {
           if (Exit.isSuccess(exit)) return markUp
           const failure = exit.cause.reasons.find((reason) => reason._tag === "Fail")

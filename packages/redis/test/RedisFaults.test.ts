@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
 import { AlertSink, Breaker, Monitor, Pipeline, RateLimit, ResponseCache, StoreUnavailable } from "@roadcar/core"
 import * as Budget from "@roadcar/core/Budget"
-import { Context, Duration, Effect, Exit, Layer } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Layer } from "effect"
 import { RateLimiter } from "effect/persistence"
 import { type RedisConfig, RedisConnection, RedisStores } from "../src/index.ts"
 import { ownRedis, redisUrl, request, scripted, timed } from "./utils/RedisTest.ts"
@@ -135,6 +135,30 @@ describe.skipIf(!redisUrl)("Redis faults", () => {
       yield* replica.pipeline.complete(request("after"))
       yield* Effect.sleep("50 millis")
       assert.deepStrictEqual(rules(alerts), ["Raised store_unavailable", "Resolved store_unavailable"])
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("a stall of this process longer than the command timeout is not taken for a Redis outage", () =>
+    Effect.gen(function* () {
+      const redis = yield* ownRedis
+      const alerts: Array<AlertSink.Alert> = []
+      const replica = yield* stack({ url: redis.url, prefix: "stall:" }, alerts)
+      yield* replica.budget.reserve(request(), { key: "team-a" }) // scripts loaded, connection warm
+      for (let round = 0; round < 3; round++) {
+        const call = yield* Effect.forkChild(replica.budget.reserve(request(), { key: "team-a" }), {
+          startImmediately: true
+        })
+        // The command leaves on the next tick; then this process stalls (a long GC, a starved CPU)
+        // while the reply waits on the socket, past the command timeout.
+        yield* Effect.promise(() => new Promise<void>((resolve) => process.nextTick(resolve)))
+        const until = Date.now() + commandTimeout * 2
+        while (Date.now() < until) {
+          // busy: the event loop is blocked
+        }
+        const exit = yield* Fiber.await(call)
+        assert.isTrue(Exit.isSuccess(exit), `round ${round}: ${String(exit)}`)
+      }
+      assert.deepStrictEqual(rules(alerts), [], "no outage raised")
     }).pipe(Effect.scoped)
   )
 
