@@ -22,6 +22,7 @@ import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import type * as HttpClient from "effect/http/HttpClient"
+import * as HttpMiddleware from "effect/http/HttpMiddleware"
 import * as HttpRouter from "effect/http/HttpRouter"
 import * as HttpServer from "effect/http/HttpServer"
 import * as HttpServerError from "effect/http/HttpServerError"
@@ -217,6 +218,21 @@ const routerFailure = (cause: Cause.Cause<unknown>) =>
     return GatewayError.toResponse(GatewayError.internal(requestId), { "x-request-id": requestId })
   })
 
+// The server span's name: `{method} {route}` for the gateway's own routes (as OpenTelemetry's HTTP
+// conventions name server spans), the method alone for any other path (a bounded set of names).
+const namedRoutes: ReadonlySet<string> = new Set([
+  "POST /v1/chat/completions",
+  "GET /v1/models",
+  "GET /health",
+  "GET /ready",
+  "GET /metrics"
+])
+const spanName = (request: HttpServerRequest.HttpServerRequest): string => {
+  const query = request.url.indexOf("?")
+  const name = `${request.method} ${query === -1 ? request.url : request.url.slice(0, query)}`
+  return namedRoutes.has(name) ? name : request.method
+}
+
 // The routes on the `HttpServer` in context, every failure answered as OpenAI error JSON.
 const serveRoutes = Layer.unwrap(
   Effect.map(HttpRouter.toHttpEffect(Routes), (handler) =>
@@ -330,7 +346,9 @@ export const layer = (
           })
         )
       )
-      const withLog = Layer.provideMerge(logStart, app)
+      const withLog = Layer.provideMerge(logStart, app).pipe(
+        Layer.provide(Layer.succeed(HttpMiddleware.SpanNameGenerator, spanName))
+      )
       return options.isolatedMetrics !== true
         ? withLog
         : withLog.pipe(Layer.provide(Layer.succeed(Metric.MetricRegistry, new Map())))

@@ -84,6 +84,7 @@ describe("telemetry", () => {
       const server = spans.find((span) => span.traceId === traceId && span.kind === "server")!
       assert.isDefined(server, "the server span continues the incoming trace")
       assert.strictEqual(server.parentSpanId, parentId)
+      assert.strictEqual(server.name, "POST /v1/chat/completions", "the server span is named by its route")
       const inTrace = spans.filter((span) => span.traceId === traceId)
       const byId = new Map(inTrace.map((span) => [span.spanId, span]))
       const pipeline = inTrace.find((span) => span.name === "roadcar.pipeline")!
