@@ -1,14 +1,17 @@
 /**
  * Limits requests and tokens per key (API key, user, model, or everyone) over a window.
  *
- * `RateLimit` wraps the `effect/persistence` `RateLimiter` (memory store in one process, Redis across
- * replicas) and adds the LLM part: a request is admitted against every configured rule, by requests
- * and by tokens, where tokens are estimated before the call (prompt estimate plus `max_tokens`) and
- * settled with the real usage after it (the difference is charged or given back; a failed call gives
- * its tokens back). On excess it waits or rejects with `RateLimitRejected`, which carries `retryAfter`.
+ * `RateLimit` wraps the `effect/persistence` `RateLimiter` (`layer`, over a store: Redis across
+ * replicas) or runs the same fixed-window arithmetic natively in process memory (`layerMemory`, one
+ * process, at most `maxKeys` keys), and adds the LLM part: a request is admitted against every
+ * configured rule, by requests and by tokens, where tokens are estimated before the call (prompt
+ * estimate plus `max_tokens`) and settled with the real usage after it (the difference is charged or
+ * given back; a failed call gives its tokens back). On excess it waits or rejects with
+ * `RateLimitRejected`, which carries `retryAfter`.
  *
  * @since 0.1.0
  */
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -16,6 +19,15 @@ import * as Layer from "effect/Layer"
 import { RateLimiter } from "effect/persistence"
 import * as Schema from "effect/Schema"
 import { type ChatRequest, estimatePromptTokens, maxOutputTokens, type Usage } from "./ChatCompletion.ts"
+import {
+  DecodedLimit,
+  decodeLimit,
+  FixedWindows,
+  type Group,
+  type Measure,
+  type Mode,
+  windowsOf
+} from "./internal/fixedWindow.ts"
 import { isStoreUnavailable, type StoreUnavailable } from "./StoreUnavailable.ts"
 
 // =============================================================================
@@ -301,11 +313,191 @@ export const make = Effect.fnUntraced(function* (options: Options) {
 export const layer = (options: Options): Layer.Layer<RateLimit, never, RateLimiter.RateLimiter> =>
   Layer.effect(RateLimit, make(options))
 
+// =============================================================================
+// In process memory
+// =============================================================================
+
 /**
- * The rate limit with an in-process store: limits are per process.
+ * The most keys the in-process rate limit keeps by default.
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export const defaultMaxKeys = 100_000
+
+/**
+ * Options of the in-process rate limit.
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export interface MemoryOptions extends Options {
+  /**
+   * The most keys kept in memory (default 100,000): a key is one group of a rule (an API key, a
+   * user, a model, or everyone; rules that group alike share it) with its request and token
+   * windows. Beyond this the least recently used key is dropped and its windows restart when it
+   * comes back, so with more groups active in one window than this, a group may be admitted early.
+   * Size it above the groups active in one window; memory is about 250 bytes per key.
+   */
+  readonly maxKeys?: number | undefined
+}
+
+// A reservation's token key, pointing at its counter without a string lookup.
+class TokenKey {
+  readonly group: Group
+  readonly value: string
+  readonly limit: DecodedLimit
+  constructor(group: Group, value: string, limit: DecodedLimit) {
+    this.group = group
+    this.value = value
+    this.limit = limit
+  }
+  get key(): string {
+    return `${this.group.prefix}${this.value}:tokens`
+  }
+}
+
+/**
+ * Builds the rate limit in process memory: the same admission as `make` over effect's `RateLimiter`
+ * with `RateLimiter.layerStoreMemory` (fixed windows, the same counts, waits, retry-after, give-backs
+ * and settles), computed in plain code so that admitting a request is one Effect step (waiting, in
+ * `wait` mode, is the only other), with at most `maxKeys` keys in least-recently-used order.
+ *
+ * Trade-off of the bound: a key evicted for a newer one loses its windows, so that group starts
+ * again from zero when it returns; effect's memory store instead grows with every group seen and
+ * drops expired ones in a periodic sweep. Expired keys here are dropped when touched and, not being
+ * touched, are the first evicted. Time is read from `Clock`, so `TestClock` drives it.
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const makeMemory = (options: MemoryOptions): Effect.Effect<RateLimit["Service"]> =>
+  Effect.sync(() => {
+    const windows = new FixedWindows(options.maxKeys ?? defaultMaxKeys)
+    const maxWait = Duration.fromInputUnsafe(options.maxWait ?? "10 seconds")
+    const mode: Mode = options.onExceeded === "wait" ? "delay" : "fail"
+    const rules = options.rules.map((rule) => ({
+      by: rule.by,
+      forKey: rule.forKey,
+      requests: rule.requests && new DecodedLimit(rule.requests),
+      tokens: rule.tokens && new DecodedLimit(rule.tokens),
+      // The key prefix of `make`: rules grouping alike share their counters there too.
+      group: windows.group(
+        rule.forKey === undefined ? `roadcar:${rule.by}:` : `roadcar:key-rule:${rule.forKey}:${rule.by}:`
+      ),
+      requestsLabel: `requests per ${rule.by}`,
+      tokensLabel: `tokens per ${rule.by}`
+    }))
+    type MemoryRule = (typeof rules)[number]
+
+    interface Take {
+      readonly rule: MemoryRule
+      readonly value: string
+      readonly measure: Measure
+      readonly limit: DecodedLimit
+      readonly tokens: number
+    }
+    const consume = (take: Take, tokens: number, takeMode: Mode, now: number) =>
+      windows.consume(take.rule.group, take.value, take.measure, take.limit, tokens, takeMode, now)
+    const giveBack = (take: Take, now: number) => {
+      if (take.tokens > 0) consume(take, -take.tokens, "fail", now)
+    }
+
+    // Refuses at `takes[index]`: gives back what the takes before it took, so a refused request costs nothing.
+    const refuse = (takes: ReadonlyArray<Take>, index: number, retryAfter: Duration.Duration, now: number) => {
+      for (let i = 0; i < index; i++) giveBack(takes[i]!, now)
+      const { rule, value, measure } = takes[index]!
+      return Effect.fail(
+        new RateLimitRejected({
+          limit: measure === "requests" ? rule.requestsLabel : rule.tokensLabel,
+          subject: rule.by === "global" ? "everyone" : `${rule.by} ${value}`,
+          retryAfter
+        })
+      )
+    }
+
+    // Runs the takes from `from` on at time `now`; in `wait` mode a take that must wait sleeps, then
+    // the rest run at the time it wakes.
+    const run = (
+      takes: ReadonlyArray<Take>,
+      from: number,
+      reservation: Reservation,
+      now: number
+    ): Effect.Effect<Reservation, RateLimitRejected> => {
+      for (let index = from; index < takes.length; index++) {
+        const take = takes[index]!
+        const outcome = consume(take, take.tokens, mode, now)
+        if (outcome === undefined) continue
+        if (mode === "fail") return refuse(takes, index, outcome, now)
+        if (Duration.isGreaterThan(outcome, maxWait)) {
+          giveBack(take, now)
+          return refuse(takes, index, outcome, now)
+        }
+        return Effect.flatMap(Effect.sleep(outcome), () =>
+          Effect.withFiber((fiber) =>
+            run(takes, index + 1, reservation, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+          )
+        )
+      }
+      return Effect.succeed(reservation)
+    }
+
+    const admit = (request: ChatRequest, identity: Identity): Effect.Effect<Reservation, RateLimitRejected> =>
+      Effect.withFiber((fiber) => {
+        const estimatedTokens = estimateTokens(request, options.defaultMaxTokens)
+        const takes: Array<Take> = []
+        const tokenKeys: Array<TokenKey> = []
+        for (const rule of rules) {
+          if (rule.forKey !== undefined && rule.forKey !== identity.key) continue
+          const value = subjectOf(rule, request, identity)
+          if (value === undefined) continue
+          if (rule.requests) takes.push({ rule, value, measure: "requests", limit: rule.requests, tokens: 1 })
+          if (rule.tokens) {
+            tokenKeys.push(new TokenKey(rule.group, value, rule.tokens))
+            takes.push({ rule, value, measure: "tokens", limit: rule.tokens, tokens: estimatedTokens })
+          }
+        }
+        const reservation: Reservation = { estimatedTokens, tokenKeys }
+        return takes.length === 0
+          ? Effect.succeed(reservation)
+          : run(takes, 0, reservation, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
+      })
+
+    // Charges the difference (taken even past the limit, as a `delay` consume) or gives it back.
+    const settleKey = (key: Reservation["tokenKeys"][number], delta: number, now: number) => {
+      const settleMode = delta < 0 ? "fail" : "delay"
+      if (key instanceof TokenKey) {
+        windows.consume(key.group, key.value, "tokens", key.limit, delta, settleMode, now)
+        return
+      }
+      // A key built elsewhere: found by its prefix.
+      const parsed = windows.parse(key.key)
+      if (parsed !== undefined) {
+        windows.consume(parsed.group, parsed.value, parsed.measure, decodeLimit(key.limit), delta, settleMode, now)
+      }
+    }
+    const settle = (reservation: Reservation, usage: Usage | undefined): Effect.Effect<void> => {
+      const delta = (usage?.total_tokens ?? 0) - reservation.estimatedTokens
+      const keys = reservation.tokenKeys
+      if (delta === 0 || keys.length === 0) return Effect.void
+      return Effect.withFiber((fiber) => {
+        const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+        for (const key of keys) settleKey(key, delta, now)
+        return Effect.void
+      })
+    }
+
+    const service = RateLimit.of({ admit, settle })
+    windowsOf.set(service, windows)
+    return service
+  })
+
+/**
+ * The rate limit in process memory (see `makeMemory`): limits are per process, at most `maxKeys`
+ * keys (default 100,000) are kept, the least recently used dropped first.
  *
  * @category layers
  * @since 0.1.0
  */
-export const layerMemory = (options: Options): Layer.Layer<RateLimit> =>
-  layer(options).pipe(Layer.provide(RateLimiter.layer), Layer.provide(RateLimiter.layerStoreMemory))
+export const layerMemory = (options: MemoryOptions): Layer.Layer<RateLimit> =>
+  Layer.effect(RateLimit, makeMemory(options))

@@ -302,7 +302,8 @@ export const budgetOptions = (config: RoadcarConfig): Budget.Options => ({
 /**
  * The stage services a config turns on: the breaker, the monitor (alerts to `sink`, by default the
  * config's `layerAlertSink`), and the rate limit, response cache and budgets when configured, each on
- * its store from `stores` (in process memory when left out).
+ * its store from `stores` (in process memory when left out: `RateLimit.layerMemory`, at most
+ * `rateLimit.maxKeys` keys, and `Breaker.layerMemory`).
  *
  * @category layers
  * @since 0.1.0
@@ -317,15 +318,18 @@ export const layerStages = (
   const sink = options.sink ?? layerAlertSink(config)
   const stores = options.stores ?? {}
   const rules = rateLimitRules(config)
+  const rateLimitOptions: RateLimit.Options = {
+    rules,
+    onExceeded: config.rateLimit?.onExceeded ?? "reject",
+    maxWait: config.rateLimit?.maxWait as Duration.Input | undefined,
+    defaultMaxTokens: config.rateLimit?.defaultMaxTokens
+  }
   const rateLimit =
-    rules.length > 0
-      ? RateLimit.layer({
-          rules,
-          onExceeded: config.rateLimit?.onExceeded ?? "reject",
-          maxWait: config.rateLimit?.maxWait as Duration.Input | undefined,
-          defaultMaxTokens: config.rateLimit?.defaultMaxTokens
-        }).pipe(Layer.provide(RateLimiter.layer), Layer.provide(stores.rateLimiter ?? RateLimiter.layerStoreMemory))
-      : Layer.empty
+    rules.length === 0
+      ? Layer.empty
+      : stores.rateLimiter
+        ? RateLimit.layer(rateLimitOptions).pipe(Layer.provide(RateLimiter.layer), Layer.provide(stores.rateLimiter))
+        : RateLimit.layerMemory({ ...rateLimitOptions, maxKeys: config.rateLimit?.maxKeys })
   const cacheTier = stores.responseCache ?? Layer.empty
   const cache =
     config.cache?.enabled === false

@@ -222,6 +222,11 @@ export const RoadcarConfig = Schema.Struct({
       onExceeded: Schema.optionalKey(Schema.Literals(["wait", "reject"])),
       maxWait: Schema.optionalKey(DurationText),
       defaultMaxTokens: Schema.optionalKey(PositiveInt),
+      /**
+       * The most keys (one group of a rule: a user, an API key...) the in-process rate limit keeps
+       * (default 100,000), the least recently used dropped first: its windows restart.
+       */
+      maxKeys: Schema.optionalKey(PositiveInt),
       rules: Schema.optionalKey(Schema.Array(RateLimitRule))
     })
   ),

@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { AlertSink, Roadcar, RoadcarConfig } from "@roadcar/core"
+import { AlertSink, RateLimit, Roadcar, RoadcarConfig } from "@roadcar/core"
 import { ConfigProvider, Context, Effect, Fiber, Layer, Option } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { TestClock } from "effect/testing"
@@ -145,6 +145,25 @@ describe("Roadcar", () => {
         )
       )
       assert.isTrue(Option.isSome(Context.getOption(built, AlertSink.AlertSink)))
+    }).pipe(Effect.scoped, Effect.provide(FetchHttpClient.layer))
+  )
+
+  it.effect("keeps at most rateLimit.maxKeys rate-limit keys in memory, the least recently used dropped", () =>
+    Effect.gen(function* () {
+      assert.deepStrictEqual(yield* problemsOf({ rateLimit: { maxKeys: 0 } }), [
+        "rateLimit.maxKeys: expected a value greater than 0, got 0"
+      ])
+      const config = yield* RoadcarConfig.decode({
+        rateLimit: { maxKeys: 2, rules: [{ by: "user", requests: { limit: 1, window: "1 minute" } }] }
+      })
+      const stages = yield* Layer.build(Roadcar.layerStages(config, { sink: AlertSink.layerLog }))
+      const rateLimit = Context.get(stages, RateLimit.RateLimit)
+      const admits = (user: string) =>
+        Effect.isSuccess(rateLimit.admit({ model: "chat", messages: [{ role: "user", content: "hi" }] }, { user }))
+      assert.deepStrictEqual([yield* admits("a"), yield* admits("a"), yield* admits("b")], [true, false, true])
+      // A third user evicts `a` (least recently used): its window starts again.
+      assert.isTrue(yield* admits("c"))
+      assert.isTrue(yield* admits("a"))
     }).pipe(Effect.scoped, Effect.provide(FetchHttpClient.layer))
   )
 
