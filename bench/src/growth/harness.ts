@@ -2,13 +2,13 @@
  * The in-process pipeline the growth part measures, and the handles to fill and inspect its stores.
  *
  * `Pipeline.make` (via `Pipeline.layer`) around an upstream that answers at once, with
- * `RateLimit` keyed by user (one generous rule on requests and tokens, windows of an hour so that no
- * key expires during the run) on the in-process `RateLimiter` store, `ResponseCache.layer({ capacity })`,
- * `Breaker.layerMemory()`, `Monitor.layer()` with `AlertSink.layerLog`, and no logger. The rate
- * limiter's store is built with `RateLimiter.makeMemoryStore` (what `RateLimiter.layerStoreMemory`
- * uses, exported at runtime though not in the typings) so its entry count can be read. `fill` adds
- * users through the same services the pipeline calls (`RateLimit.admit`, `ResponseCache.store`),
- * which is much faster than whole requests; `run` sends requests through the pipeline.
+ * `RateLimit.layerMemory` keyed by user (one generous rule on requests and tokens, windows of an hour so
+ * that no key expires during the run; at most `maxKeys` keys, least recently used out),
+ * `ResponseCache.layer({ capacity })`, `Breaker.layerMemory()`, `Monitor.layer()` with
+ * `AlertSink.layerLog`, and no logger. The rate limit's key count is read with `RateLimit.keysHeld`.
+ * `fill` adds users through the same services the pipeline calls (`RateLimit.admit`,
+ * `ResponseCache.store`), which is much faster than whole requests; `run` sends requests through the
+ * pipeline.
  */
 import { AlertSink, Breaker, Monitor, Pipeline, RateLimit, ResponseCache } from "@roadcar/core"
 import type { ChatRequest } from "@roadcar/core/ChatCompletion"
@@ -18,8 +18,6 @@ import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
 import * as Logger from "effect/Logger"
 import * as ManagedRuntime from "effect/ManagedRuntime"
-import { RateLimiter } from "effect/persistence"
-import type * as Scope from "effect/Scope"
 import * as Stream from "effect/Stream"
 import { response } from "../inprocess/fixtures.ts"
 
@@ -42,19 +40,6 @@ export const request = (i: number): ChatRequest => ({
 /** User `u`'s name. */
 export const user = (u: number): string => `user-${u}`
 
-/** The rate limiter's in-process store and its entry count. */
-export type MemoryStore = { readonly store: RateLimiter.RateLimiterStore["Service"]; readonly size: number }
-
-/**
- * `RateLimiter.makeMemoryStore`: exported by `effect/persistence/RateLimiter` at runtime but marked internal,
- * so not in the typings; it is what `layerStoreMemory` builds. `undefined` if a release ever drops it (the
- * harness then uses the public layer and reports no entry count).
- */
-export const makeMemoryStore: Effect.Effect<MemoryStore, never, Scope.Scope> | undefined = (() => {
-  const candidate: unknown = Reflect.get(RateLimiter, "makeMemoryStore")
-  return Effect.isEffect(candidate) ? (candidate as Effect.Effect<MemoryStore, never, Scope.Scope>) : undefined
-})()
-
 /** A built pipeline with handles on its stores. */
 export interface Harness {
   /** Sends requests `from` .. `from + count - 1` through the pipeline, request `i` as `userOf(i)`. */
@@ -63,16 +48,16 @@ export interface Harness {
   readonly fill: (from: number, count: number) => Promise<void>
   /** Stores `count` cache entries with no user (fills the cache without adding rate-limit keys). */
   readonly fillCache: (count: number) => Promise<void>
-  /** Entries in the rate limiter's store (undefined when it cannot be read). */
-  readonly rateLimitEntries: () => number | undefined
+  /** Keys the rate limit holds (`RateLimit.keysHeld`: one per user here, at most `maxKeys`). */
+  readonly rateLimitKeys: () => number
   readonly cacheEntries: () => Promise<number>
   /** Upstream calls made (each a cache miss). */
   readonly upstreamCalls: () => number
   readonly close: () => Promise<void>
 }
 
-/** Builds the pipeline with a cache of `capacity` entries. */
-export const build = async (capacity: number): Promise<Harness> => {
+/** Builds the pipeline with a cache of `capacity` entries and a rate limit of at most `maxKeys` keys. */
+export const build = async (capacity: number, maxKeys: number = RateLimit.defaultMaxKeys): Promise<Harness> => {
   let calls = 0
   const upstream: Upstream = {
     name: "bench",
@@ -85,22 +70,8 @@ export const build = async (capacity: number): Promise<Harness> => {
       }),
     stream: () => Stream.die("the growth benchmark does not stream")
   }
-  let memory: MemoryStore | undefined
-  const storeLayer =
-    makeMemoryStore === undefined
-      ? RateLimiter.layerStoreMemory
-      : Layer.effect(
-          RateLimiter.RateLimiterStore,
-          Effect.map(makeMemoryStore, (made) => {
-            memory = made
-            return made.store
-          })
-        )
   const stages = Layer.mergeAll(
-    RateLimit.layer({ rules: [rule], onExceeded: "reject" }).pipe(
-      Layer.provide(RateLimiter.layer),
-      Layer.provide(storeLayer)
-    ),
+    RateLimit.layerMemory({ rules: [rule], onExceeded: "reject", maxKeys }),
     ResponseCache.layer({ capacity, timeToLive: window }),
     Breaker.layerMemory(),
     Monitor.layer().pipe(Layer.provide(AlertSink.layerLog)),
@@ -142,7 +113,11 @@ export const build = async (capacity: number): Promise<Harness> => {
           for (let i = 0; i < count; i++) yield* cache.store(request(-1_000_000_000 - i), entry)
         })
       ),
-    rateLimitEntries: () => memory?.size,
+    rateLimitKeys: () => {
+      const held = RateLimit.keysHeld(rateLimit)
+      if (held === undefined) throw new Error("the growth harness's rate limit is not the in-process one")
+      return held
+    },
     cacheEntries: () => runPromise(cache.size),
     upstreamCalls: () => calls,
     close: () => runtime.dispose()

@@ -2,23 +2,24 @@
  * The growth part: time per request and memory as the number of distinct rate-limit keys (users) and
  * cache entries grows from 1 to 1,000,000, in process, through `Pipeline.make`.
  *
- * At each checkpoint the stores hold N users (each with its rate-limit entries and one cache entry,
- * added through `RateLimit.admit` and `ResponseCache.store` like a request would, see `harness.ts`);
- * then the heap is measured after a full GC, and requests are timed through the pipeline in batches:
- * users spread over the N known ones ("existing keys") and, from 10,000 up, users never seen ("new
- * keys"), every request with a new prompt (a cache miss that stores an entry). A separate measurement
- * (`sweep.ts`) times the rate limiter store's periodic sweep.
+ * At each checkpoint N users have come (each through `RateLimit.admit` and `ResponseCache.store` like
+ * a request would, see `harness.ts`); the in-process rate limit holds at most `maxKeys` of them (the
+ * least recently used dropped), the cache at most its capacity. Then the heap is measured after a full
+ * GC, and requests are timed through the pipeline in batches: users spread over the N known ones
+ * ("existing keys") and, from 10,000 up, users never seen ("new keys"), every request with a new prompt
+ * (a cache miss that stores an entry). A separate measurement times a full cache by capacity and its
+ * eviction alone (`eviction.ts`).
  */
 import os from "node:os"
 import v8 from "node:v8"
 import vm from "node:vm"
+import { RateLimit } from "@roadcar/core"
 import { type Bar, barChart } from "../chart.ts"
 import type { Part, RunOptions } from "../part.ts"
 import { machine, type Section, type Table, writeAsset } from "../report.ts"
 import { collectGarbage, formatNumber, formatRatio, median, quantile } from "../stats.ts"
 import { type EvictionCost, measureEviction } from "./eviction.ts"
 import { build, type Harness, user, window } from "./harness.ts"
-import { measureSweep, type SweepResult } from "./sweep.ts"
 
 /** A count as text: `1,000,000`. */
 const count = (value: number) => Math.round(value).toLocaleString("en-US")
@@ -26,12 +27,13 @@ const count = (value: number) => Math.round(value).toLocaleString("en-US")
 interface Settings {
   readonly checkpoints: ReadonlyArray<number>
   readonly capacity: number
+  /** The rate limit's `maxKeys`: below the last checkpoint, so that the bound shows. */
+  readonly maxKeys: number
   readonly rounds: number
   readonly batch: number
   /** New-key batches are timed from this many users up (below, they would change N noticeably). */
   readonly newKeysFrom: number
   readonly newBatch: number
-  readonly sweepEntries: number
   /** Cache capacities timed with a full cache. */
   readonly capacities: ReadonlyArray<number>
 }
@@ -39,22 +41,22 @@ interface Settings {
 const full: Settings = {
   checkpoints: [1, 1_000, 10_000, 100_000, 1_000_000],
   capacity: 10_000,
+  maxKeys: RateLimit.defaultMaxKeys,
   rounds: 15,
   batch: 400,
   newKeysFrom: 10_000,
   newBatch: 200,
-  sweepEntries: 2_000_000,
   capacities: [1_000, 10_000, 100_000]
 }
 
 const quick: Settings = {
   checkpoints: [1, 1_000, 10_000],
   capacity: 1_000,
+  maxKeys: 1_000,
   rounds: 3,
   batch: 100,
   newKeysFrom: 10_000,
   newBatch: 100,
-  sweepEntries: 20_000,
   capacities: [100, 1_000]
 }
 
@@ -87,7 +89,8 @@ const timingOf = (batches: ReadonlyArray<number>): Timing => ({
 /** One checkpoint. */
 export interface Checkpoint {
   readonly users: number
-  readonly rateLimitEntries: number | undefined
+  /** Keys the rate limit holds (`RateLimit.keysHeld`), at most `maxKeys`. */
+  readonly rateLimitKeys: number
   readonly cacheEntries: number
   readonly heapUsed: number
   readonly rss: number
@@ -125,7 +128,7 @@ const measure = async (harness: Harness, settings: Settings, log: (line: string)
     users = Math.max(users, target)
     const fillSeconds = (performance.now() - fillStarted) / 1000
     const memory = memoryAfterGc()
-    const rateLimitEntries = harness.rateLimitEntries()
+    const rateLimitKeys = harness.rateLimitKeys()
     const cacheEntries = await harness.cacheEntries()
     const existing: Array<number> = []
     const fresh: Array<number> = []
@@ -153,7 +156,7 @@ const measure = async (harness: Harness, settings: Settings, log: (line: string)
     }
     const checkpoint: Checkpoint = {
       users: target,
-      rateLimitEntries,
+      rateLimitKeys,
       cacheEntries,
       heapUsed: memory.heapUsed - base.heapUsed,
       rss: memory.rss,
@@ -164,7 +167,7 @@ const measure = async (harness: Harness, settings: Settings, log: (line: string)
     }
     checkpoints.push(checkpoint)
     log(
-      `   ${count(target).padStart(9)} users: ${formatNumber(checkpoint.existing.median)} µs/request (existing keys)${checkpoint.newKeys ? `, ${formatNumber(checkpoint.newKeys.median)} µs (new keys)` : ""}; heap +${formatNumber(checkpoint.heapUsed / 1024 / 1024)} MB; ${rateLimitEntries ?? "?"} rate-limit entries, ${cacheEntries} cache entries`
+      `   ${count(target).padStart(9)} users: ${formatNumber(checkpoint.existing.median)} µs/request (existing keys)${checkpoint.newKeys ? `, ${formatNumber(checkpoint.newKeys.median)} µs (new keys)` : ""}; heap +${formatNumber(checkpoint.heapUsed / 1024 / 1024)} MB; ${rateLimitKeys} rate-limit keys, ${cacheEntries} cache entries`
     )
   }
   return { base, checkpoints, requests: nextRequest }
@@ -180,7 +183,7 @@ export interface CapacityPoint {
 const measureCapacities = async (settings: Settings, log: (line: string) => void) => {
   const points: Array<CapacityPoint> = []
   for (const capacity of settings.capacities) {
-    const harness = await build(capacity)
+    const harness = await build(capacity, settings.maxKeys)
     const batches: Array<number> = []
     try {
       // Twice the capacity: the second half evicts, so the cache's table has gone through its hole cycle.
@@ -207,7 +210,7 @@ const measureCapacities = async (settings: Settings, log: (line: string) => void
     }
     points.push(point)
     log(
-      `   cache capacity ${count(capacity)}: ${formatNumber(point.pipeline.median)} µs/request; eviction ${formatNumber(point.eviction.mapIteratorUs)} µs (Map iterator) vs ${formatNumber(point.eviction.linkedListUs)} µs (linked list)`
+      `   cache capacity ${count(capacity)}: ${formatNumber(point.pipeline.median)} µs/request; eviction ${formatNumber(point.eviction.linkedListUs)} µs (linked list) vs ${formatNumber(point.eviction.mapIteratorUs)} µs (Map iterator)`
     )
   }
   return points
@@ -222,7 +225,6 @@ const mb = (bytes: number) => formatNumber(bytes / 1024 / 1024)
 const buildSection = (
   result: Awaited<ReturnType<typeof measure>>,
   capacities: ReadonlyArray<CapacityPoint>,
-  sweep: SweepResult | undefined,
   settings: Settings,
   options: RunOptions,
   seconds: number,
@@ -231,21 +233,22 @@ const buildSection = (
   const { checkpoints } = result
   const first = checkpoints[0]!
   const last = checkpoints[checkpoints.length - 1]!
-  // Bytes per user between the last two checkpoints (the cache is full by then, so this is the rate limiter).
-  const previous = checkpoints[checkpoints.length - 2]
-  const perUser =
-    previous === undefined ? Number.NaN : (last.heapUsed - previous.heapUsed) / Math.max(1, last.users - previous.users)
-  const perEntry =
-    previous === undefined || last.rateLimitEntries === undefined || previous.rateLimitEntries === undefined
-      ? Number.NaN
-      : (last.heapUsed - previous.heapUsed) / Math.max(1, last.rateLimitEntries - previous.rateLimitEntries)
+  // The first checkpoint where the rate limit holds `maxKeys` keys: up to it the heap grows with the
+  // keys (the cache is full from the start), past it the keys stay at the bound.
+  const capped = checkpoints.find((c) => c.rateLimitKeys >= settings.maxKeys) ?? last
+  const perKey = (capped.heapUsed - first.heapUsed) / Math.max(1, capped.rateLimitKeys - first.rateLimitKeys)
+  const heapAfterCap = last.heapUsed - capped.heapUsed
+  const perUserAfterCap = heapAfterCap / Math.max(1, last.users - capped.users)
+  // Bounded: never more keys than configured, and past the bound the heap grows by less than a tenth of
+  // what a key cost up to it, per user (unbounded, it would grow by about a key's cost per user).
+  const bounded =
+    checkpoints.every((c) => c.rateLimitKeys <= settings.maxKeys) && capped !== last && perUserAfterCap < 0.1 * perKey
   const flat = last.existing.median / first.existing.median
   const table: Table = {
-    title:
-      "Time per request and memory as keys grow (medians over batches; heap after a full GC, above the empty pipeline's)",
+    title: `Time per request and memory as keys grow (rate limit maxKeys ${count(settings.maxKeys)}, cache capacity ${count(settings.capacity)}; medians over batches; heap after a full GC, above the empty pipeline's)`,
     columns: [
       "distinct users (rate-limit keys)",
-      "rate-limiter entries",
+      "rate-limit keys held",
       "cache entries",
       "heap used MB",
       "µs/request, existing keys",
@@ -256,7 +259,7 @@ const buildSection = (
     ],
     rows: checkpoints.map((c) => [
       count(c.users),
-      c.rateLimitEntries === undefined ? "n/a" : count(c.rateLimitEntries),
+      count(c.rateLimitKeys),
       count(c.cacheEntries),
       mb(c.heapUsed),
       formatNumber(c.existing.median),
@@ -281,47 +284,27 @@ const buildSection = (
         last.cacheEntries <= settings.capacity ? "met" : "missed"
       ],
       [
-        "rate-limit memory bounded by configuration",
-        `${last.rateLimitEntries === undefined ? "?" : count(last.rateLimitEntries)} entries at ${count(last.users)} users (${formatNumber(perUser)} bytes per user, ${formatNumber(perEntry)} per entry); no capacity: entries live for their window, then until the next sweep`,
-        "missed"
+        `rate-limit memory bounded by configuration (\`maxKeys\` ${count(settings.maxKeys)})`,
+        `${count(last.rateLimitKeys)} keys held at ${count(last.users)} users (${count(capped.rateLimitKeys)} at ${count(capped.users)}); heap ${mb(capped.heapUsed)} MB at ${count(capped.users)} users, ${mb(last.heapUsed)} MB at ${count(last.users)} (${heapAfterCap >= 0 ? "+" : ""}${mb(heapAfterCap)} MB past the bound); ${formatNumber(perKey)} bytes per key up to the bound, ${formatNumber(perUserAfterCap)} per further user past it`,
+        bounded ? "met" : "missed"
       ]
     ]
   }
-  const sweepTable: Table | undefined =
-    sweep === undefined
-      ? undefined
-      : {
-          title: "The rate limiter store's sweep (every minute; virtual clock)",
-          columns: [
-            "entries",
-            "sweep, all live (walk only) ms",
-            "sweep, all expired (deletes all) ms",
-            "entries after"
-          ],
-          rows: [
-            [
-              count(sweep.sizes.filled),
-              formatNumber(sweep.liveSweepMs),
-              formatNumber(sweep.expiredSweepMs),
-              `${count(sweep.sizes.afterLiveSweep)}, then ${count(sweep.sizes.afterExpiredSweep)}`
-            ]
-          ]
-        }
   const capacityTable: Table = {
     title: "A full response cache: time per request by capacity, and the eviction alone",
     columns: [
       "cache capacity",
       "µs/request through the pipeline (cache full)",
       "p25–p75",
-      "eviction µs, Map keys().next() (ResponseCache today)",
-      "eviction µs, Map + linked list"
+      "eviction µs, Map + linked list (ResponseCache today)",
+      "eviction µs, Map keys().next() (ResponseCache before)"
     ],
     rows: capacities.map((point) => [
       count(point.capacity),
       formatNumber(point.pipeline.median),
       `${formatNumber(point.pipeline.p25)}–${formatNumber(point.pipeline.p75)}`,
-      formatNumber(point.eviction.mapIteratorUs),
-      formatNumber(point.eviction.linkedListUs)
+      formatNumber(point.eviction.linkedListUs),
+      formatNumber(point.eviction.mapIteratorUs)
     ])
   }
   const timeBars: ReadonlyArray<Bar> = checkpoints.map((c) => ({
@@ -354,8 +337,8 @@ const buildSection = (
     }
   ]
   const summary = [
-    `In process: \`Pipeline.make\` with \`RateLimit\` keyed by user (one rule on requests and tokens, windows of ${window} so nothing expires during the run) on the in-process \`RateLimiter\` store, \`ResponseCache.layer({ capacity: ${count(settings.capacity)} })\`, \`Breaker.layerMemory()\`, the alerting monitor, no logger, around an upstream that answers at once. The cache is filled to its capacity first, so that at every checkpoint each request stores an entry and evicts one alike; users are added through \`RateLimit.admit\` and \`ResponseCache.store\` (what a request does to the stores, without the rest of the pipeline) up to each checkpoint; then ${settings.rounds} batches of ${settings.batch} requests are timed through the pipeline with users spread over the known ones and a new prompt per request (a cache miss that stores), and from ${count(settings.newKeysFrom)} users on, batches of ${settings.newBatch} users never seen. ${count(result.requests)} requests went through the pipeline (${count(upstreamCalls)} upstream calls).`,
-    `What the rate limiter keeps: per rule and per subject, one entry per limit (here 2 per user: \`roadcar:user:<user>:requests\` and \`:tokens\`) in a \`Map\` keyed by that string, holding \`{ count, expiresAt }\` for the fixed window; an entry expires at the end of its window and a background sweep deletes expired entries once a minute, so the store holds every subject seen in the last window plus up to a minute. Nothing caps it: ${formatNumber(perUser)} bytes of heap per user here, so a million users active within one window cost about ${mb(perUser * 1_000_000)} MB. The response cache is capped (least recently used out) and stays at its capacity; but each eviction costs in proportion to the capacity (the capacity table: \`entries.keys().next()\` on a \`Map\` walks the holes earlier deletions left), which a linked-list order would make constant.`,
+    `In process: \`Pipeline.make\` with \`RateLimit.layerMemory\` keyed by user (one rule on requests and tokens, windows of ${window} so nothing expires during the run, \`maxKeys: ${count(settings.maxKeys)}\`), \`ResponseCache.layer({ capacity: ${count(settings.capacity)} })\`, \`Breaker.layerMemory()\`, the alerting monitor, no logger, around an upstream that answers at once. The cache is filled to its capacity first, so that at every checkpoint each request stores an entry and evicts one alike; users are added through \`RateLimit.admit\` and \`ResponseCache.store\` (what a request does to the stores, without the rest of the pipeline) up to each checkpoint; then ${settings.rounds} batches of ${settings.batch} requests are timed through the pipeline with users spread over the known ones and a new prompt per request (a cache miss that stores), and from ${count(settings.newKeysFrom)} users on, batches of ${settings.newBatch} users never seen. ${count(result.requests)} requests went through the pipeline (${count(upstreamCalls)} upstream calls).`,
+    `What the rate limit keeps: one key per group of a rule (here one per user: \`roadcar:user:<user>\`, holding its request and token windows), at most \`maxKeys\` of them in least-recently-used order; a new key beyond that drops the least recently used one, whose windows restart if it comes back. The keys held grew with the users up to ${count(capped.rateLimitKeys)} at ${count(capped.users)} users (about ${formatNumber(perKey)} bytes of heap per key) and stayed there: ${count(last.rateLimitKeys)} at ${count(last.users)} users, heap ${mb(capped.heapUsed)} MB then ${mb(last.heapUsed)} MB. Past the bound, most "existing" users have been dropped (the ${count(settings.maxKeys)} most recent are held), so their requests create a key and drop one, like new users. The response cache is capped too (least recently used out, on a linked list) and stays at its capacity; its eviction alone took ${capacities.map((p) => `${formatNumber(p.eviction.linkedListUs)} µs at ${count(p.capacity)}`).join(", ")} entries (the \`Map\`-iterator eviction it replaced: ${capacities.map((p) => `${formatNumber(p.eviction.mapIteratorUs)} µs`).join(", ")}).`,
     `Load average (1 min) during the part: ${formatNumber(Math.min(...checkpoints.map((c) => c.load1)), 2)}–${formatNumber(Math.max(...checkpoints.map((c) => c.load1)), 2)} on ${os.cpus().length} cores (per checkpoint in the table).`
   ]
   return {
@@ -365,23 +348,22 @@ const buildSection = (
     machine: machine(),
     seconds,
     summary,
-    tables: sweepTable === undefined ? [targets, table, capacityTable] : [targets, table, capacityTable, sweepTable],
+    tables: [targets, table, capacityTable],
     charts,
     notes: [
       "Heap figures are `process.memoryUsage().heapUsed` after two forced full collections, minus the same figure for the built pipeline before any request (the benchmark process's RSS, which also carries the parts run before, is in the JSON).",
-      "The capacity table fills the cache to twice its capacity first (so it has been evicting for a while), then times at least 40% of a capacity's worth of requests: V8's `Map` leaves a hole per deleted entry until it rehashes, and `keys().next()` walks the holes at the front, so the cost of an eviction climbs from nothing to about the capacity's worth of holes and back at each rehash; the median spans that cycle.",
-      '"existing keys" requests each update a user\'s two rate-limit counters and add a cache entry (evicting the oldest at capacity); "new keys" requests also create the user\'s entries.',
-      "The sweep is timed on `TestClock` (`effect/testing`) with a fresh store of that many entries (2-minute windows): one sweep with every entry live, one with every entry expired. It runs in one synchronous step, so its duration is a pause of the event loop.",
+      "Rate-limit keys are read with `RateLimit.keysHeld` (the in-process rate limit's key count). The rate-limit target is met when the keys never exceed `maxKeys` and, past the bound, the heap grows by less than a tenth of a key's cost per further user. Past the bound the heap still moves by a few MB: the keys' `Map` keeps a dropped key's slot as a hole until it rehashes.",
+      "The capacity table fills the cache to twice its capacity first (so it has been evicting for a while), then times at least 40% of a capacity's worth of requests. The eviction columns time the eviction alone on the same string keys: a `Map` for lookups with a linked list for the order (what `ResponseCache` does), and a `Map` in recency order evicting with `keys().next()` (what it did before; V8's `Map` leaves a hole per deleted entry until it rehashes and the iterator walks the holes at the front, so that eviction's cost climbs with the capacity).",
+      '"existing keys" requests each update a known user\'s two rate-limit windows (creating its key again if it was dropped, past `maxKeys`) and add a cache entry (evicting the oldest at capacity); "new keys" requests also create the user\'s key, and past `maxKeys` drop the least recently used one.',
       "Re-run: `pnpm bench growth`."
     ],
     data: {
       settings,
       checkpoints,
       capacities,
-      sweep,
       baseHeapUsed: result.base.heapUsed,
-      perUserBytes: perUser,
-      perEntryBytes: perEntry
+      perKeyBytes: perKey,
+      heapAfterCapBytes: heapAfterCap
     }
   }
 }
@@ -389,7 +371,7 @@ const buildSection = (
 const runPart = async (options: RunOptions): Promise<Section> => {
   const settings = options.quick ? quick : full
   const started = performance.now()
-  const harness = await build(settings.capacity)
+  const harness = await build(settings.capacity, settings.maxKeys)
   let result: Awaited<ReturnType<typeof measure>>
   let upstreamCalls: number
   try {
@@ -399,9 +381,7 @@ const runPart = async (options: RunOptions): Promise<Section> => {
     await harness.close()
   }
   const capacities = await measureCapacities(settings, options.log)
-  options.log(`   sweep of ${count(settings.sweepEntries)} rate-limit entries`)
-  const sweep = await measureSweep(settings.sweepEntries)
-  return buildSection(result, capacities, sweep, settings, options, (performance.now() - started) / 1000, upstreamCalls)
+  return buildSection(result, capacities, settings, options, (performance.now() - started) / 1000, upstreamCalls)
 }
 
 /** The growth part. */

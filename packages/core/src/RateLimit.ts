@@ -501,3 +501,30 @@ export const makeMemory = (options: MemoryOptions): Effect.Effect<RateLimit["Ser
  */
 export const layerMemory = (options: MemoryOptions): Layer.Layer<RateLimit> =>
   Layer.effect(RateLimit, makeMemory(options))
+
+/**
+ * How many keys (groups of a rule, each with its request and token windows) an in-process rate limit
+ * holds (at most its `maxKeys`); `undefined` for one over effect's `RateLimiter` (`layer`), whose
+ * store does not say.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { ChatCompletion, RateLimit } from "@roadcar/core"
+ *
+ * const program = Effect.gen(function* () {
+ *   const rateLimit = yield* RateLimit.makeMemory({
+ *     rules: [{ by: "user", requests: { limit: 10, window: "1 minute" } }],
+ *     onExceeded: "reject",
+ *     maxKeys: 2
+ *   })
+ *   const request: ChatCompletion.ChatRequest = { model: "chat", messages: [{ role: "user", content: "hi" }] }
+ *   for (const user of ["a", "b", "c"]) yield* rateLimit.admit(request, { user })
+ *   return RateLimit.keysHeld(rateLimit) // => 2: "a", the least recently used, was dropped
+ * })
+ * ```
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const keysHeld = (service: RateLimit["Service"]): number | undefined => windowsOf.get(service)?.size

@@ -312,6 +312,32 @@ describe("RateLimit.layerMemory", () => {
     })
   )
 
+  it.effect("keysHeld counts the groups an in-process rate limit holds, and is undefined for a store-backed one", () =>
+    Effect.gen(function* () {
+      const options: RateLimit.MemoryOptions = {
+        rules: [
+          { by: "user", requests: { limit: 5, window: "1 minute" } },
+          { by: "key", tokens: { limit: 10_000, window: "1 minute" } }
+        ],
+        onExceeded: "reject",
+        maxKeys: 3
+      }
+      const memory = yield* RateLimit.makeMemory(options)
+      assert.strictEqual(RateLimit.keysHeld(memory), 0)
+      // One group per user and one for the API key `k`.
+      yield* memory.admit(request(), { key: "k", user: "a" })
+      assert.strictEqual(RateLimit.keysHeld(memory), 2)
+      yield* memory.admit(request(), { key: "k", user: "b" })
+      assert.strictEqual(RateLimit.keysHeld(memory), 3)
+      // Capped at maxKeys.
+      yield* memory.admit(request(), { key: "k", user: "c" })
+      assert.strictEqual(RateLimit.keysHeld(memory), 3)
+      const storeBacked = yield* RateLimit.RateLimit.pipe(Effect.provide(effectBacked(options)))
+      yield* storeBacked.admit(request(), { key: "k", user: "a" })
+      assert.isUndefined(RateLimit.keysHeld(storeBacked))
+    })
+  )
+
   it.effect("refuses a capacity below one key", () =>
     Effect.gen(function* () {
       const exit = yield* Effect.exit(RateLimit.makeMemory({ rules: [], onExceeded: "reject", maxKeys: 0 }))
