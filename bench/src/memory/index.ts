@@ -227,6 +227,9 @@ const m = (value: number) => formatNumber(value, 3)
 
 const perStreamKb = (r: Result, held: Memory, start: Memory) => ((held.rss - start.rss) * 1024) / Math.max(1, r.open)
 
+/** Live JS heap per held stream: heap used after a full GC, held minus start. */
+const heapPerStreamKb = (r: Result) => ((r.heldAfterGc.heapUsed - r.startAfterGc.heapUsed) * 1024) / Math.max(1, r.open)
+
 /** RSS extrapolated to `wanted` streams from the per-stream growth measured. */
 const extrapolated = (r: Result) =>
   r.startAfterGc.rss + ((r.held.rss - r.startAfterGc.rss) / Math.max(1, r.open)) * wanted
@@ -247,6 +250,7 @@ const buildSection = (
       "held",
       "held, after full GC (heap used)",
       "per stream KB",
+      "heap per stream KB",
       "closed (+2 s)",
       "closed, after full GC (heap used)",
       "closed − start, after GC",
@@ -261,6 +265,7 @@ const buildSection = (
       m(r.held.rss),
       `${m(r.heldAfterGc.rss)} (${m(r.heldAfterGc.heapUsed)})`,
       m(perStreamKb(r, r.held, r.startAfterGc)),
+      m(heapPerStreamKb(r)),
       m(r.closed.rss),
       `${m(r.closedAfterGc.rss)} (${m(r.closedAfterGc.heapUsed)})`,
       `${r.closedAfterGc.rss >= r.startAfterGc.rss ? "+" : ""}${m(r.closedAfterGc.rss - r.startAfterGc.rss)}`,
@@ -332,6 +337,7 @@ const buildSection = (
     charts,
     notes: [
       '"per stream KB" is (RSS held − RSS at the start after a full GC) ÷ streams held: everything a held stream costs (sockets, buffers, fibers, scopes, spans), plus whatever garbage V8 had not collected at that moment.',
+      '"heap per stream KB" is (heap used held − heap used at the start, both after a full GC) ÷ streams held: the JS objects a held stream keeps alive, without garbage or V8\'s spare heap; RSS grows by more, since V8 sizes its heap a good deal above what is live.',
       "After the streams close, compare heap used with RSS: the heap returns to within a few MB of the start (nothing the streams held is still reachable), while RSS stays higher because the memory freed by V8 and by Node's C++ side (socket buffers) is kept by the allocator for reuse rather than handed back to the OS; a second burst reuses it.",
       '"drain s" is the time from the clients closing their connections to the gateway holding no more stream connections (its TCP handles back to the start): the upstream requests are cancelled when the client goes away.',
       "Re-run: `pnpm bench memory`."

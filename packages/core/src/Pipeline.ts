@@ -22,6 +22,7 @@
  * @since 0.1.0
  */
 import * as Cause from "effect/Cause"
+import * as Channel from "effect/Channel"
 import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
@@ -725,7 +726,13 @@ export const make = <const O extends Options>(
         Effect.gen(function* () {
           const attemptScope = yield* Scope.fork(scope)
           const budget = attemptBudget(state, firstChunkTimeout, startedAt)
-          const pull = yield* Stream.toPull(upstream.stream(request)).pipe(Scope.provide(attemptScope))
+          // The upstream's pull in the attempt's scope, run by whichever fiber pulls (the stream's own
+          // stages provide what they need, a span or a scope). Not `Stream.toPull`: its semaphore and
+          // the context it provides again on every pull cost about 4 KB per open stream. A failure to
+          // set the stream up is the first pull's failure, as with `toPull`.
+          const pull = yield* Channel.toPullScoped(upstream.stream(request).channel, attemptScope).pipe(
+            Effect.catchCause((cause) => Effect.succeed(Effect.failCause(cause)))
+          )
           // The head is everything up to the first chunk that carries an answer (content, a tool call or a
           // finish reason): a role-only opening chunk followed by a cut still counts as a failed attempt.
           const pullHead = Effect.gen(function* () {
@@ -751,10 +758,20 @@ export const make = <const O extends Options>(
             (first) => Timeouts.limit(first, upstream.name, "first-chunk", budget),
             Effect.onError(() => Scope.close(attemptScope, Exit.void))
           )
+          // The rest is a bare pull with the chunk-gap limit: `stream` wraps it in its one stage (the
+          // head replayed, the chunks recorded, the request finished) and `release`s the attempt's
+          // scope, the upstream connection, as soon as it ends. No stage of its own here: each stage of
+          // a stream costs memory for as long as the stream is held open. The attempt's scope is a
+          // child of the caller's, so a `rest` never run is released when the caller's scope closes.
           const rest = Stream.fromPull(
             Effect.succeed(Timeouts.limit(pull, upstream.name, "chunk-gap", chunkGapTimeout))
-          ).pipe(Stream.ensuring(Scope.close(attemptScope, Exit.void)))
-          return { head, rest } satisfies Opened
+          )
+          const opened: Opened & { readonly release: Effect.Effect<void> } = {
+            head,
+            rest,
+            release: Scope.close(attemptScope, Exit.void)
+          }
+          return opened
         })
       )
 
@@ -1110,9 +1127,10 @@ export const make = <const O extends Options>(
     ): Effect.Effect<StreamAnswer, ErrorOf<O>, Scope.Scope> =>
       Effect.gen(function* () {
         const scope = yield* Effect.scope
+        // Kept for as long as the stream is open, so without the (already run) notice.
         const begun = yield* Effect.withFiber((fiber) => {
           const started = begin(fiber, request, callOptions)
-          return Effect.as(started.announce, started)
+          return Effect.as(started.announce, { ...started, announce: Effect.void })
         })
         const state = begun.state
         const admission: Admission = {}
@@ -1152,21 +1170,66 @@ export const make = <const O extends Options>(
             (upstream, value) => ({ upstream, value })
           )
           const meta = metaOf(state, upstream, false)
-          const seen: Array<ChatChunk> = [...value.head]
-          const chunks = Stream.concat(
-            Stream.fromIterable(value.head),
-            value.rest.pipe(Stream.tap((chunk) => Effect.sync(() => seen.push(chunk))))
-          ).pipe(
-            Stream.onExit((exit) => {
-              const response = assembleChunks(seen)
-              return Effect.andThen(
-                Exit.isSuccess(exit) && cache._tag === "Some"
-                  ? cache.value.store(request, { response, upstream: upstream.name, cacheable: true })
-                  : Effect.void,
-                finishOnce(Exit.map(exit, () => ({ meta, usage: response.usage, answeredModel: response.model })))
+          const { head, release } = value
+          // The head is never empty: it ends with the first chunk that carries an answer. It is replayed
+          // once and then dropped (only its model is kept).
+          let pending = head.length > 0 ? (head as readonly [ChatChunk, ...Array<ChatChunk>]) : undefined
+          const firstModel = head[0]?.model ?? ""
+          // The cached answer is assembled from every chunk; without a cache only the usage (the last
+          // chunk's that has one) and the answering model (the first chunk's) are kept, not the chunks.
+          const seen: Array<ChatChunk> | undefined = cache._tag === "Some" ? [] : undefined
+          let lastUsage: Usage | undefined
+          const record = (batch: ReadonlyArray<ChatChunk>) => {
+            if (seen !== undefined) for (const chunk of batch) seen.push(chunk)
+            else for (const chunk of batch) if (chunk.usage) lastUsage = chunk.usage
+          }
+          record(head)
+          // Once, when the chunks end, fail or are interrupted (or their reader stops early): release the
+          // upstream connection, store a complete answer, then the log line and the settlement.
+          let ended = false
+          const end = (exit: Exit.Exit<unknown, unknown>) =>
+            Effect.suspend(() => {
+              if (ended) return Effect.void
+              ended = true
+              const response = seen === undefined ? undefined : assembleChunks(seen)
+              const usage = response?.usage ?? lastUsage ?? makeUsage(0, 0)
+              const answeredModel = response?.model ?? firstModel
+              return release.pipe(
+                Effect.andThen(
+                  Exit.isSuccess(exit) && response !== undefined && cache._tag === "Some"
+                    ? cache.value.store(request, { response, upstream: upstream.name, cacheable: true })
+                    : Effect.void
+                ),
+                Effect.andThen(finishOnce(Exit.map(exit, () => ({ meta, usage, answeredModel }))))
               )
             })
-          )
+          // One stream stage around the upstream's pull (not `concat` + `tap` + `onExit`, three stages
+          // each holding memory while the stream is open): the head first, then the rest as it comes.
+          const chunks = Stream.transformPull(value.rest, (pull, scope) => {
+            const isDone = (reason: Cause.Reason<unknown>) => reason._tag === "Fail" && Cause.isDone(reason.error)
+            const next = Effect.onError(
+              Effect.map(pull, (batch) => {
+                record(batch)
+                return batch
+              }),
+              // The end of the chunks (`Done`, interruptions aside) is a success, as `Stream.onExit` sees it.
+              (cause) =>
+                end(
+                  !cause.reasons.some(isDone)
+                    ? Exit.failCause(cause)
+                    : cause.reasons.every((reason) => isDone(reason) || reason._tag === "Interrupt")
+                      ? Exit.void
+                      : Exit.failCause(Cause.fromReasons(cause.reasons.filter((reason) => !isDone(reason))))
+                )
+            )
+            const replayed = Effect.suspend(() => {
+              const first = pending
+              if (first === undefined) return next
+              pending = undefined
+              return Effect.succeed(first)
+            })
+            return Effect.as(Scope.addFinalizerExit(scope, end), replayed)
+          })
           return { meta, chunks } satisfies StreamAnswer
         }).pipe(
           Effect.catchTag(

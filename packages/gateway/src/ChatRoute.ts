@@ -23,7 +23,6 @@ import * as Effect from "effect/Effect"
 import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import type * as Scope from "effect/Scope"
-import * as Stream from "effect/Stream"
 import * as ApiKeys from "./ApiKeys.ts"
 import { authorize, Gateway } from "./Gateway.ts"
 import * as GatewayError from "./GatewayError.ts"
@@ -126,7 +125,7 @@ const respondStream = (
       .pipe(Effect.mapError((error) => errorOf(error, chat.model)))
     const overheadMs = (yield* Clock.currentTimeMillis) - context.started - answer.meta.upstreamMs
     yield* recordOverhead(chat.model, overheadMs)
-    const body = Sse.encode(answer.chunks, {
+    const body = Sse.encodeBytes(answer.chunks, {
       includeUsage: Sse.wantsUsage(chat),
       onFailure: (cause) => {
         const failure = cause.reasons.find((reason) => reason._tag === "Fail")
@@ -134,7 +133,7 @@ const respondStream = (
           ? Effect.map(unexpected(cause, context.requestId), (error) => GatewayError.toBody(error))
           : Effect.succeed(GatewayError.streamErrorBody(failure.error))
       }
-    }).pipe(Stream.encodeText)
+    })
     return HttpServerResponse.stream(body, {
       contentType: "text/event-stream",
       headers: {
