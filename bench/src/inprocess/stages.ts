@@ -5,7 +5,7 @@
  *
  *     node bench/src/inprocess/stages.ts [rounds=15] [calls per batch=4000]
  */
-import { AlertSink, Breaker, Monitor, Pipeline, RateLimit, RequestLog, ResponseCache } from "@roadcar/core"
+import { AlertSink, Breaker, Budget, Monitor, Pipeline, RateLimit, RequestLog, ResponseCache } from "@roadcar/core"
 import type * as Context from "effect/Context"
 import * as Effect from "effect/Effect"
 import * as Layer from "effect/Layer"
@@ -31,10 +31,13 @@ const cache = ResponseCache.layer({ capacity: 1024, timeToLive: "10 minutes" })
 const monitor = Monitor.layer().pipe(Layer.provide(AlertSink.layerLog))
 const log = Logger.layer([RequestLog.formatJson, Logger.tracerLogger])
 
-type Parts = { rateLimit: boolean; cache: boolean; monitor: boolean; log: boolean }
+const budget = Budget.layerMemory({ budgets: [{ per: "day", tokens: 1_000_000_000_000 }] })
+
+type Parts = { rateLimit: boolean; cache: boolean; monitor: boolean; log: boolean; budget?: boolean }
 const all: Parts = { rateLimit: true, cache: true, monitor: true, log: true }
 const variants: ReadonlyArray<readonly [string, Parts]> = [
   ["full", all],
+  ["full + budget", { ...all, budget: true }],
   ["no rate limit", { ...all, rateLimit: false }],
   ["no cache", { ...all, cache: false }],
   ["monitor noop", { ...all, monitor: false }],
@@ -51,6 +54,7 @@ const build = async (parts: Parts) => {
   ]
   if (parts.rateLimit) layers.push(rateLimit)
   if (parts.cache) layers.push(cache)
+  if (parts.budget === true) layers.push(budget)
   const runtime = ManagedRuntime.make(
     Pipeline.layer(pipelineOptions(upstream)).pipe(
       Layer.provideMerge(Layer.mergeAll(...(layers as [Layer.Layer<never>])))

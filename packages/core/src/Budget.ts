@@ -22,6 +22,7 @@ import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
 import { type Alert, AlertSink } from "./AlertSink.ts"
 import { type ChatRequest, estimatePromptTokens, maxOutputTokens, type Usage } from "./ChatCompletion.ts"
+import { tracing } from "./internal/tracing.ts"
 import type { Identity } from "./RateLimit.ts"
 import type { StoreUnavailable } from "./StoreUnavailable.ts"
 
@@ -186,7 +187,7 @@ export const makeStoreMemory: Effect.Effect<BudgetStore["Service"]> = Effect.syn
     return found
   }
   const withNow = <A>(f: (now: number) => A): Effect.Effect<A> =>
-    Effect.clockWith((clock) => Effect.sync(() => f(clock.currentTimeMillisUnsafe())))
+    Effect.withFiber((fiber) => Effect.succeed(f(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())))
   return BudgetStore.of({
     reserve: (charges) =>
       withNow((now): ReserveResult => {
@@ -402,12 +403,26 @@ export const make = Effect.fnUntraced(function* (options: Options) {
     return best
   }
 
+  // Keys with budgets of their own (they replace the every-key budgets for that key).
+  const ownKeys: ReadonlySet<string> = new Set(
+    options.budgets.flatMap((rule) => (rule.key === undefined ? [] : [rule.key]))
+  )
+  // The current day and month, computed again only when `now` leaves them.
+  const windows: Partial<Record<"day" | "month", ReturnType<typeof windowOf>>> = {}
+  const currentWindow = (per: "day" | "month", now: number) => {
+    const known = windows[per]
+    if (known !== undefined && now >= known.start && now < known.end) return known
+    const window = windowOf(per, now)
+    windows[per] = window
+    return window
+  }
+
   const countersFor = (apiKey: string, now: number, tokens: number, cost: number): Array<Counter> => {
     const counters: Array<Counter> = []
-    const hasOwn = options.budgets.some((rule) => rule.key === apiKey)
+    const hasOwn = ownKeys.has(apiKey)
     for (const rule of options.budgets) {
       if (rule.key === undefined ? hasOwn : rule.key !== apiKey) continue
-      const window = windowOf(rule.per, now)
+      const window = currentWindow(rule.per, now)
       const scopeName = rule.key === undefined ? "every-key" : "own"
       const base = `budget:{${encode(apiKey)}}:${scopeName}:${rule.per}:${window.id}`
       const timeToLive = Duration.millis(Math.max(1, window.end - now) + grace)
@@ -436,31 +451,39 @@ export const make = Effect.fnUntraced(function* (options: Options) {
     return counters
   }
 
-  const reserve = (request: ChatRequest, identity: Identity) =>
-    Effect.gen(function* () {
+  // One step on the way in (plain code around the store's call), a span only when traced.
+  const reserve = (
+    request: ChatRequest,
+    identity: Identity
+  ): Effect.Effect<Reservation, BudgetExceeded | StoreUnavailable> =>
+    Effect.withFiber((fiber) => {
       const prompt = estimatePromptTokens(request)
       const output = maxOutputTokens(request) ?? defaultMaxTokens
       const price = estimatePrice(request.model, prompt, output)
       const estimatedTokens = prompt + output
       const apiKey = identity.key
-      if (apiKey === undefined) return { counters: [], price, estimatedTokens } satisfies Reservation
-      const now = yield* Clock.currentTimeMillis
+      if (apiKey === undefined) return Effect.succeed<Reservation>({ counters: [], price, estimatedTokens })
+      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
       const cost = price ? costMillionths(price, prompt, output) : 0
       const counters = countersFor(apiKey, now, estimatedTokens, cost)
-      if (counters.length === 0) return { counters, price, estimatedTokens } satisfies Reservation
-      const result = yield* store.reserve(
-        counters.map(({ key, amount, limit, timeToLive }) => ({ key, amount, limit, timeToLive }))
-      )
-      if (result._tag === "Exceeded") {
+      if (counters.length === 0) return Effect.succeed<Reservation>({ counters, price, estimatedTokens })
+      const reserved = Effect.flatMap(store.reserve(counters), (result): Effect.Effect<Reservation, BudgetExceeded> => {
+        if (result._tag === "Reserved") {
+          return Effect.succeed({ counters: result.recorded ? counters : [], price, estimatedTokens })
+        }
         const counter = counters[result.index] ?? counters[0]!
-        return yield* new BudgetExceeded({
-          budget: counter.budget,
-          resetsAt: counter.resetsAt,
-          retryAfter: Duration.millis(Math.max(0, counter.resetsAt - now))
-        })
-      }
-      return { counters: result.recorded ? counters : [], price, estimatedTokens } satisfies Reservation
-    }).pipe(Effect.withSpan("Budget.reserve", undefined, { captureStackTrace: false }))
+        return Effect.fail(
+          new BudgetExceeded({
+            budget: counter.budget,
+            resetsAt: counter.resetsAt,
+            retryAfter: Duration.millis(Math.max(0, counter.resetsAt - now))
+          })
+        )
+      })
+      return tracing(fiber)
+        ? reserved.pipe(Effect.withSpan("Budget.reserve", undefined, { captureStackTrace: false }))
+        : reserved
+    })
 
   const describe = (counter: Counter, value: number) =>
     counter.kind === "tokens" ? `${value} tokens` : `${(value / millionths).toFixed(4)} in cost`
@@ -504,38 +527,69 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       { discard: true }
     )
 
-  const settle = (reservation: Reservation, usage: Usage | undefined, answeredModel?: string | undefined) =>
-    Effect.gen(function* () {
-      if (reservation.counters.length === 0) return
+  // The thresholds `total` has reached on `counter` (none on almost every request: plain code first).
+  const reached = (counter: Counter, total: number): ReadonlyArray<number> =>
+    counter.limit > 0 && thresholds.length > 0 && total >= thresholds[0]! * counter.limit
+      ? thresholds.filter((threshold) => total >= threshold * counter.limit)
+      : []
+
+  const checkAll = (counters: ReadonlyArray<Counter>, totals: ReadonlyMap<string, number | undefined>) => {
+    const due: Array<readonly [Counter, number, ReadonlyArray<number>]> = []
+    for (const counter of counters) {
+      const total = totals.get(counter.key)
+      if (total === undefined) continue
+      const hit = reached(counter, total)
+      if (hit.length > 0) due.push([counter, total, hit])
+    }
+    return due.length === 0
+      ? Effect.void
+      : Effect.forEach(due, ([counter, total]) => checkThresholds(counter, total), { discard: true })
+  }
+
+  // The settlement: deltas computed in plain code, one store call when a count changed, the threshold
+  // check only when a counter reached one; a span only when traced.
+  const settle = (
+    reservation: Reservation,
+    usage: Usage | undefined,
+    answeredModel?: string | undefined
+  ): Effect.Effect<void> => {
+    if (reservation.counters.length === 0) return Effect.void
+    return Effect.withFiber((fiber) => {
       const price = (answeredModel !== undefined ? prices[answeredModel] : undefined) ?? reservation.price
       const actualCost = usage && price ? costMillionths(price, usage.prompt_tokens, usage.completion_tokens) : 0
-      const deltas = reservation.counters.map((counter) => {
+      const changed: Array<{ readonly key: string; readonly delta: number }> = []
+      const unchanged: Array<string> = []
+      for (const counter of reservation.counters) {
         const actual = usage === undefined ? 0 : counter.kind === "tokens" ? usage.total_tokens : actualCost
-        return { key: counter.key, delta: actual - counter.amount }
-      })
-      const changed = deltas.filter((d) => d.delta !== 0)
-      const adjusted = changed.length === 0 ? [] : yield* store.adjust(changed)
-      if (usage === undefined || thresholds.length === 0) return
-      // The new totals, to check the thresholds: adjusted counters report theirs, the others are read.
-      const totals = new Map(changed.map((d, index) => [d.key, adjusted[index]]))
-      const unchanged = deltas.filter((d) => d.delta === 0).map((d) => d.key)
-      const read = unchanged.length === 0 ? [] : yield* store.used(unchanged)
-      for (const [index, key] of unchanged.entries()) totals.set(key, read[index])
-      yield* Effect.forEach(
-        reservation.counters,
-        (counter) => {
-          const total = totals.get(counter.key)
-          return total === undefined ? Effect.void : checkThresholds(counter, total)
-        },
-        { discard: true }
+        const delta = actual - counter.amount
+        if (delta !== 0) changed.push({ key: counter.key, delta })
+        else unchanged.push(counter.key)
+      }
+      const check = usage !== undefined && thresholds.length > 0
+      if (changed.length === 0 && !check) return Effect.void
+      const adjusted = changed.length === 0 ? Effect.succeed([]) : store.adjust(changed)
+      let settled: Effect.Effect<void, StoreUnavailable> = Effect.asVoid(adjusted)
+      if (check) {
+        // The new totals: adjusted counters report theirs, the others are read.
+        settled = Effect.flatMap(adjusted, (totals) => {
+          const byKey = new Map<string, number | undefined>(changed.map((d, index) => [d.key, totals[index]]))
+          if (unchanged.length === 0) return checkAll(reservation.counters, byKey)
+          return Effect.flatMap(store.used(unchanged), (read) => {
+            for (const [index, key] of unchanged.entries()) byKey.set(key, read[index])
+            return checkAll(reservation.counters, byKey)
+          })
+        })
+      }
+      const guarded = Effect.uninterruptible(
+        Effect.catchTag(settled, "StoreUnavailable", (error) =>
+          Effect.logWarning(`Budget: a reservation could not be settled (${error.detail})`)
+        )
       )
-    }).pipe(
-      Effect.catchTag("StoreUnavailable", (error) =>
-        Effect.logWarning(`Budget: a reservation could not be settled (${error.detail})`)
-      ),
-      Effect.uninterruptible,
-      Effect.withSpan("Budget.settle", undefined, { captureStackTrace: false })
-    )
+      return tracing(fiber)
+        ? guarded.pipe(Effect.withSpan("Budget.settle", undefined, { captureStackTrace: false }))
+        : guarded
+    })
+  }
 
   const status = (apiKey: string) =>
     Effect.gen(function* () {

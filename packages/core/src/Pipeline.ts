@@ -48,6 +48,7 @@ import {
   responseToChunks,
   type Usage
 } from "./ChatCompletion.ts"
+import { tracing } from "./internal/tracing.ts"
 import * as Metrics from "./Metrics.ts"
 import { Monitor } from "./Monitor.ts"
 import { type Identity, RateLimit, type RateLimitRejected, type Reservation } from "./RateLimit.ts"
@@ -233,16 +234,6 @@ const withParent = <A, E, R>(self: Effect.Effect<A, E, R>, span: Tracer.Span): E
         parent: Context.get(context, CurrentStackFrame)
       }) as Context.Context<R>
   )
-
-// Whether a span opened now would be seen by anyone: a tracer other than Effect's in-memory default
-// is installed (the check `Tracer.nativeTracer` documents for this), tracing is enabled, and the
-// parent span, if any, is sampled. Otherwise the request path opens no spans of its own: a span
-// nobody exports costs as much as one that is exported (about a fifth of the in-process overhead).
-const tracing = (fiber: Fiber.Fiber<unknown, unknown>): boolean => {
-  const cache = fiber.cache
-  if (!cache.tracerEnabled || cache.tracer === undefined || cache.tracer === Tracer.nativeTracer) return false
-  return cache.span === undefined || cache.span.sampled
-}
 
 // `Effect.withSpan(self, name, options)` without a stack trace (see `withParent`), and only when
 // the span would be seen (see `tracing`).

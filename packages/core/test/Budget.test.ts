@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { AlertSink, ChatCompletion, StoreUnavailable } from "@roadcar/core"
-import { Duration, Effect, Exit, Fiber, Layer, Schema } from "effect"
+import { Context, Duration, Effect, Exit, Fiber, Layer, Schema, Tracer } from "effect"
 import { TestClock } from "effect/testing"
 import * as Budget from "../src/Budget.ts"
 import { request } from "./utils/Scripted.ts"
@@ -122,6 +122,32 @@ describe("Budget", () => {
       )
     )
   })
+
+  it.effect("its store calls run in Budget.reserve / Budget.settle spans only when a tracer would export them", () =>
+    Effect.gen(function* () {
+      const seen: Array<string | undefined> = []
+      const memory = yield* Budget.makeStoreMemory
+      const record = Effect.withFiber((fiber) => {
+        seen.push((Context.getOrUndefined(fiber.context, Tracer.ParentSpan) as Tracer.Span | undefined)?.name)
+        return Effect.void
+      })
+      const observed = Budget.BudgetStore.of({
+        ...memory,
+        reserve: (charges) => Effect.andThen(record, memory.reserve(charges)),
+        adjust: (changes) => Effect.andThen(record, memory.adjust(changes))
+      })
+      const budget = yield* Budget.make({ budgets: [{ per: "day", tokens: 1_000_000 }] }).pipe(
+        Effect.provideService(Budget.BudgetStore, observed)
+      )
+      const tracer = Tracer.make({ span: (options) => new Tracer.NativeSpan(options) })
+      const once = Effect.flatMap(budget.reserve(big, { key: "team-a" }), (reservation) =>
+        budget.settle(reservation, ChatCompletion.usage(10, 5))
+      )
+      yield* once.pipe(Effect.withSpan("caller"))
+      yield* once.pipe(Effect.withSpan("caller"), Effect.withTracer(tracer))
+      assert.deepStrictEqual(seen, ["caller", "caller", "Budget.reserve", "Budget.settle"])
+    }).pipe(Effect.scoped)
+  )
 
   describe("settle", () => {
     it.effect("charges the real usage and releases failed calls", () =>
