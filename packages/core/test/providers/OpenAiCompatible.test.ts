@@ -598,6 +598,30 @@ describe("OpenAiCompatible", () => {
       )
     )
 
+    it.live("opens no spans and sends no traceparent upstream unless a tracer would export them", () =>
+      withHttp(
+        Effect.gen(function* () {
+          const server = yield* FakeUpstream.make({ behaviour: Behaviour.ok() })
+          const provider = yield* upstream(server.url)
+          // Effect's default in-memory tracer: nothing to propagate.
+          yield* provider.complete(chatRequest()).pipe(Effect.withSpan("caller"))
+          yield* Stream.runDrain(provider.stream(chatRequest())).pipe(Effect.withSpan("caller"))
+          const { tracer, spans } = recordingTracer()
+          yield* provider.complete(chatRequest()).pipe(Effect.withSpan("caller"), Effect.withTracer(tracer))
+          yield* Stream.runDrain(provider.stream(chatRequest())).pipe(
+            Effect.withSpan("caller"),
+            Effect.withTracer(tracer)
+          )
+          const sent = (yield* server.attempts).map((attempt) => attempt.headers["traceparent"] !== undefined)
+          assert.deepStrictEqual(sent, [false, false, true, true])
+          assert.includeMembers(
+            spans.map((span) => span.name),
+            ["OpenAiCompatible.complete", "OpenAiCompatible.stream"]
+          )
+        })
+      )
+    )
+
     it.live("never shows the API key, even when the upstream echoes it", () =>
       withHttp(
         Effect.gen(function* () {

@@ -18,6 +18,7 @@ import * as Schema from "effect/Schema"
 import * as Stream from "effect/Stream"
 import * as ChatCompletion from "../../ChatCompletion.ts"
 import * as UpstreamError from "../../UpstreamError.ts"
+import { tracing } from "../tracing.ts"
 import * as Errors from "./Errors.ts"
 import * as EventStream from "./EventStream.ts"
 import * as RetryAfter from "./RetryAfter.ts"
@@ -151,30 +152,47 @@ export const makeCalls = (options: {
 } => {
   const { attributes, client, scrub } = options
   const fail = (reason: UpstreamError.Reason) => UpstreamError.make(options.upstream, reason)
-  const complete = Effect.fn(`${options.spanName}.complete`, { attributes })(function* (
-    request: ChatCompletion.ChatRequest
-  ) {
+  const completeBody = function* (request: ChatCompletion.ChatRequest) {
     const response = yield* send(client, options.httpRequest(request, false), scrub)
     const text = yield* readText(response, scrub)
     const now = yield* Clock.currentTimeMillis
     return yield* Effect.fromResult(options.decodeResponse(text, now))
-  }, Effect.mapError(fail))
+  }
+  const completeTraced = Effect.fn(`${options.spanName}.complete`, { attributes })(completeBody, Effect.mapError(fail))
+  const completeUntraced = Effect.fnUntraced(completeBody, Effect.mapError(fail))
+  // Spans (ours and the HTTP client's, with its `traceparent` header) only when a tracer would export
+  // them: without one they cost as much as the rest of the call's bookkeeping.
+  const complete = (request: ChatCompletion.ChatRequest) =>
+    Effect.withFiber((fiber) =>
+      tracing(fiber) ? completeTraced(request) : Effect.withTracerEnabled(completeUntraced(request), false)
+    )
+  const opened = (request: ChatCompletion.ChatRequest) =>
+    Effect.gen(function* () {
+      const response = yield* send(client, options.httpRequest(request, true), scrub)
+      const now = yield* Clock.currentTimeMillis
+      if (!isEventStream(response)) {
+        const text = yield* readText(response, scrub)
+        const answer = yield* Effect.fromResult(options.decodeResponse(text, now))
+        return Stream.fromIterable(ChatCompletion.responseToChunks(answer))
+      }
+      return EventStream.decode(
+        response.stream,
+        () => options.chunkDecoder(now),
+        (error) => Errors.reasonFromHttpClientError(error, scrub)
+      )
+    })
   const stream = (request: ChatCompletion.ChatRequest) =>
     Stream.unwrap(
-      Effect.gen(function* () {
-        const response = yield* send(client, options.httpRequest(request, true), scrub)
-        const now = yield* Clock.currentTimeMillis
-        if (!isEventStream(response)) {
-          const text = yield* readText(response, scrub)
-          const answer = yield* Effect.fromResult(options.decodeResponse(text, now))
-          return Stream.fromIterable(ChatCompletion.responseToChunks(answer))
-        }
-        return EventStream.decode(
-          response.stream,
-          () => options.chunkDecoder(now),
-          (error) => Errors.reasonFromHttpClientError(error, scrub)
-        )
-      })
-    ).pipe(Stream.mapError(fail), Stream.withSpan(`${options.spanName}.stream`, { attributes }))
+      Effect.withFiber((fiber) =>
+        tracing(fiber)
+          ? Effect.succeed(
+              Stream.unwrap(opened(request)).pipe(
+                Stream.mapError(fail),
+                Stream.withSpan(`${options.spanName}.stream`, { attributes })
+              )
+            )
+          : Effect.succeed(Stream.unwrap(Effect.withTracerEnabled(opened(request), false)).pipe(Stream.mapError(fail)))
+      )
+    )
   return { complete, stream }
 }
