@@ -266,11 +266,12 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
     )
   })
 
-  // `self` within the command timeout, else `onTimeout`; but a reply that has already arrived is never
-  // counted as a timeout: when the time is up, the socket gets two more turns of the event loop before
-  // the call is given up. After this process stalls (a long GC, a CPU-starved container), Node runs the
-  // expired timer before it reads the reply waiting on the socket, and Redis would be declared down
-  // (fail-closed stores refusing) while it is healthy.
+  // `self` within the command timeout, else `onTimeout`; but a stall of this process is never taken for
+  // a slow Redis. After the process stalls (a long GC, a CPU-starved container), Node runs the expired
+  // timer before it reads the reply waiting on the socket: so when the time is up, the socket gets two
+  // more turns of the event loop, and when the timer itself fired late (the process was not running),
+  // the command gets one more command timeout. Only then is Redis declared down (fail-closed stores
+  // refusing); a frozen Redis still fails within two command timeouts.
   const withDeadline = <A, E, R>(
     self: Effect.Effect<A, E, R>,
     onTimeout: Effect.Effect<never, E>
@@ -278,14 +279,21 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
     Effect.flatMap(Effect.forkChild(self, { startImmediately: true }), (fiber) => {
       const done = fiber.pollUnsafe()
       if (done !== undefined) return done
-      return Effect.flatMap(Effect.timeoutOption(Fiber.await(fiber), config.commandTimeout), (exit) =>
-        Option.isSome(exit)
-          ? exit.value
-          : Effect.flatMap(ioTurns, () => {
-              const late = fiber.pollUnsafe()
-              return late !== undefined ? late : Effect.andThen(Fiber.interrupt(fiber), onTimeout)
-            })
-      ).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
+      return Effect.clockWith((clock) => {
+        const startedAt = clock.currentTimeMillisUnsafe()
+        const wait = (again: boolean): Effect.Effect<A, E> =>
+          Effect.flatMap(Effect.timeoutOption(Fiber.await(fiber), config.commandTimeout), (exit) =>
+            Option.isSome(exit)
+              ? exit.value
+              : Effect.flatMap(ioTurns, () => {
+                  const late = fiber.pollUnsafe()
+                  if (late !== undefined) return late
+                  const stalled = clock.currentTimeMillisUnsafe() - startedAt > timeoutMillis * 1.5
+                  return again && stalled ? wait(false) : Effect.andThen(Fiber.interrupt(fiber), onTimeout)
+                })
+          )
+        return wait(true)
+      }).pipe(Effect.onInterrupt(() => Fiber.interrupt(fiber)))
     })
 
   const run = <A, E, R>(self: Effect.Effect<A, E, R>, runOptions: RunOptions<E>): Effect.Effect<A, E, R> =>
