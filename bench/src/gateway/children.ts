@@ -168,9 +168,7 @@ export interface GatewayChild extends Child {
 
 /**
  * Starts `roadcar serve --config <file>` with `config` on a free port (`HOST`/`PORT` in the
- * environment), its JSON log going to `logFile`; resolves once `GET /health` answers. With
- * `client: "undici"` it starts `gatewayUndiciChild.ts` instead: the same server with its upstream
- * calls on undici's `request` API rather than `fetch`.
+ * environment), its JSON log going to `logFile`; resolves once `GET /health` answers.
  */
 export const spawnGateway = async (
   config: unknown,
@@ -178,7 +176,6 @@ export const spawnGateway = async (
     readonly logFile?: string | undefined
     readonly nodeFlags?: ReadonlyArray<string> | undefined
     readonly env?: Readonly<Record<string, string>> | undefined
-    readonly client?: "fetch" | "undici" | undefined
   } = {}
 ): Promise<GatewayChild> => {
   const dir = mkdtempSync(join(tmpdir(), "roadcar-bench-"))
@@ -187,10 +184,7 @@ export const spawnGateway = async (
   const port = await freePort()
   const child = spawnChild({
     name: "gateway",
-    args:
-      options.client === "undici"
-        ? [fileURLToPath(new URL("./gatewayUndiciChild.ts", import.meta.url)), file]
-        : [gatewayBin, "serve", "--config", file],
+    args: [gatewayBin, "serve", "--config", file],
     nodeFlags: options.nodeFlags,
     env: { ...options.env, HOST: "127.0.0.1", PORT: String(port) },
     stdoutFile: options.logFile ?? "/dev/null"

@@ -5,7 +5,7 @@
  *     node --import probe.ts effectProxyChild.ts <upstream url> [fetch|undici]
  *
  * `POST /v1/chat/completions` reads the body as JSON, posts it to the upstream with the `HttpClient`
- * (`FetchHttpClient.layer`, what the gateway uses, or `NodeHttpClient.layerUndici`), and answers with
+ * (`NodeHttpClient.layerUndici`, the gateway's default, or `FetchHttpClient.layer`), and answers with
  * the upstream's status, content type and body: read whole for JSON, streamed through for SSE (as the
  * gateway does). `GET /health` answers 200.
  * It listens on 127.0.0.1 (`PORT`, default a free port) and tells the parent its URL over IPC

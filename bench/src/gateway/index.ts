@@ -9,8 +9,8 @@
  * order, `repeats` times. Ratios (gateway ÷ bare proxy) and added latency (gateway − upstream) are
  * computed per repeat, then their median is reported. The breakdown ("layers") loads, in one
  * scenario, proxies that each add one layer of what the gateway is made of: `fetch` instead of
- * `http.request`, Effect's HTTP server and client, the gateway with its optional stages off, the
- * gateway, and the gateway on undici's `request` API.
+ * `http.request`, Effect's HTTP server and client (`fetch` and undici), the gateway with its optional
+ * stages off, and the gateway.
  */
 import { mkdtempSync, readFileSync, rmSync } from "node:fs"
 import os from "node:os"
@@ -167,8 +167,8 @@ const startChild = async (name: string, args: ReadonlyArray<string>) => {
   return { url: await child.receive(readyUrl), child }
 }
 
-const startGateway = async (config: Readonly<Record<string, unknown>>, client?: "undici") => {
-  const child = await spawnGateway(config, { client })
+const startGateway = async (config: Readonly<Record<string, unknown>>) => {
+  const child = await spawnGateway(config)
   return { url: child.url, child }
 }
 
@@ -199,11 +199,6 @@ const layers: ReadonlyArray<Layer> = [
     id: "gateway-stages-off",
     label: "gateway, optional stages off (no keys, rate limit, budget, cache, log)",
     start: (url) => startGateway(stagesOff(url))
-  },
-  {
-    id: "gateway-undici",
-    label: "gateway, every stage on, upstream calls on undici (proposal)",
-    start: (url) => startGateway(gatewayConfig(url), "undici")
   }
 ]
 
@@ -213,8 +208,7 @@ const layerOrder = [
   "effect-proxy-fetch",
   "effect-proxy-undici",
   "gateway-stages-off",
-  "gateway",
-  "gateway-undici"
+  "gateway"
 ]
 
 const countLines = (file: string, needle: string): number => {
@@ -393,7 +387,7 @@ const buildSection = (
       : `Headline (${layersScenario.label}): the gateway serves ${n(headline.rps)} req/s, ${formatRatio(headline.ratioToBareProxy)} the bare proxy's, at ${n(headline.cpuUs)} µs of CPU per request against the bare proxy's ${n(layerCpu("bare-proxy"))} µs. At 200 ms upstream latency the gateway adds ${slowGateway.map((s) => `${signed(s.row.addedP99)} ms`).join(", ")} to the p99 (${slowGateway.map((s) => s.scenario.label.replace("200 ms upstream, ", "")).join("; ")}).`,
     layerSummaries.length === 0
       ? ""
-      : `Where the time goes (layers table, same run): calling the upstream with \`fetch\` instead of \`http.request\` already costs ${formatRatio(layerCpu("bare-proxy-fetch") / layerCpu("bare-proxy"))} the bare proxy's CPU per request; the thinnest proxy on Effect's HTTP server and \`FetchHttpClient\` costs ${formatRatio(layerCpu("effect-proxy-fetch") / layerCpu("bare-proxy"))} (${formatRatio(layerCpu("effect-proxy-undici") / layerCpu("bare-proxy"))} on undici); the gateway with its optional stages off ${formatRatio(layerCpu("gateway-stages-off") / layerCpu("bare-proxy"))}, with every stage ${formatRatio(layerCpu("gateway") / layerCpu("bare-proxy"))}, and with every stage on undici ${formatRatio(layerCpu("gateway-undici") / layerCpu("bare-proxy"))}.`,
+      : `Where the time goes (layers table, same run): calling the upstream with \`fetch\` instead of \`http.request\` already costs ${formatRatio(layerCpu("bare-proxy-fetch") / layerCpu("bare-proxy"))} the bare proxy's CPU per request; the thinnest proxy on Effect's HTTP server and \`HttpClient\` costs ${formatRatio(layerCpu("effect-proxy-undici") / layerCpu("bare-proxy"))} on undici (the gateway's client; ${formatRatio(layerCpu("effect-proxy-fetch") / layerCpu("bare-proxy"))} with \`FetchHttpClient\`); the gateway with its optional stages off ${formatRatio(layerCpu("gateway-stages-off") / layerCpu("bare-proxy"))}, and with every stage ${formatRatio(layerCpu("gateway") / layerCpu("bare-proxy"))}.`,
     `Load average (1 min) during the part: ${loadText} on ${os.cpus().length} cores: the machine was shared, so compare the ratios of the same run, not absolute figures.`
   ].filter((line) => line !== "")
 
@@ -402,7 +396,7 @@ const buildSection = (
     '"÷ bare proxy" and "added" latencies are computed within each repeat (the gateway against the bare proxy / the upstream run right before or after it) and their median is shown; req/s and latencies are medians over repeats.',
     "With 200 ms of upstream latency, req/s is bound by connections ÷ latency for every target; those scenarios measure the latency the gateway adds, not throughput.",
     "At 200 ms every connection waits the same 200 ms, so autocannon's closed-loop connections fall into step: the answers for all N connections arrive within a millisecond or two, and the process in front of the upstream works through them one after another. The last one waits for about N × that process's CPU time per request (half that at the median), and that is what the added p50 and p99 show for every proxy, the bare one included (50 connections × its ~0.1–0.2 ms ≈ 5–10 ms). Under this load the 2 ms target therefore needs a CPU time per request under 2 ms ÷ connections (40 µs at 50 connections), which no Node proxy here reaches; the one-connection rows show what the gateway adds when nothing queues.",
-    "The layers table loads, in one scenario, a bare proxy calling the upstream with `fetch` (undici inside Node), the thinnest proxy on Effect's HTTP server and `HttpClient` (with `FetchHttpClient`, what the gateway uses, and with `NodeHttpClient.layerUndici`), the gateway with its optional stages off, the gateway, and the gateway started through `GatewayServer.layer({ httpClient: NodeHttpClient.layerUndici })` (`src/gateway/gatewayUndiciChild.ts`, a proposal, not what `roadcar serve` does).",
+    "The layers table loads, in one scenario, a bare proxy calling the upstream with `fetch` (undici inside Node), the thinnest proxy on Effect's HTTP server and `HttpClient` (with `NodeHttpClient.layerUndici`, the gateway's default client, and with `FetchHttpClient`), the gateway with its optional stages off, and the gateway.",
     `Open-file limit of the gateway process: ${context.fdLimit ?? "unknown"}.`,
     "Re-run: `pnpm bench gateway`; profile the gateway under load: `pnpm --filter @roadcar/bench gateway:profile 10 json 50`."
   ]
