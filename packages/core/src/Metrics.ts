@@ -209,6 +209,30 @@ export const inFlight = family((attributes) =>
 )
 
 /**
+ * Requests the gateway refused before they reached a pipeline (unknown or missing key, a body that
+ * is not a valid chat request, an unknown model or one the key may not use), by the error `code` of
+ * the answer (`invalid_api_key`, `invalid_json`, `model_not_found`, ...): a bounded label set.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { Metrics } from "@roadcar/core"
+ *
+ * Effect.runSync(Metrics.record(Metrics.refused, { code: "invalid_json" }, 1))
+ * ```
+ *
+ * @category metrics
+ * @since 0.1.0
+ */
+export const refused = family((attributes) =>
+  Metric.counter("roadcar_requests_refused_total", {
+    description: "Requests refused before they reached a pipeline, by error code",
+    incremental: true,
+    ...(attributes ? { attributes } : {})
+  })
+)
+
+/**
  * The gateway's own time per request (total minus upstream time), in seconds.
  *
  * @category metrics

@@ -10,7 +10,10 @@
  * failure after that ends the SSE stream with an error event and no `[DONE]`. Every answer carries
  * headers saying what happened (`x-request-id`, `x-roadcar-*`). The pipeline counts requests and
  * latency (`roadcar_requests_total`, `roadcar_request_duration_seconds`); the gateway adds its own
- * overhead (`roadcar_gateway_overhead_seconds`).
+ * overhead (`roadcar_gateway_overhead_seconds`). A request refused before it reaches a pipeline
+ * (401, 403, 404, 413, 415, 400) gets its own request log line (`"status":"refused"`, with the HTTP
+ * status and error code) and is counted in `roadcar_requests_refused_total` by error code, so every
+ * request writes exactly one request line.
  *
  * @since 0.1.0
  */
@@ -86,6 +89,33 @@ const unexpected = (cause: Cause.Cause<unknown>, requestId: string): Effect.Effe
     GatewayError.internal(requestId)
   )
 
+// A request refused before it reached a pipeline: its request line (what the pipeline writes for the
+// requests it runs) and its count. The key is named only once it was recognised; a secret never is.
+const refusal = (
+  error: GatewayError.GatewayError,
+  requestId: string,
+  started: number,
+  keyName: string | null,
+  asked: string | undefined
+): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const code = error.code ?? error.type
+    yield* Metrics.record(Metrics.refused, { code }, 1)
+    const latencyMs = (yield* Clock.currentTimeMillis) - started
+    yield* Effect.logWarning("request").pipe(
+      Effect.annotateLogs({
+        request_id: requestId,
+        key: keyName,
+        model: asked === undefined ? null : asked.slice(0, 200),
+        status: "refused",
+        http_status: error.status,
+        code,
+        latency_ms: latencyMs,
+        error: error.message
+      })
+    )
+  })
+
 // =============================================================================
 // Handler
 // =============================================================================
@@ -160,10 +190,14 @@ export const handler: Effect.Effect<
   const started = yield* Clock.currentTimeMillis
   const requestId = requestIdOf(request.headers["x-request-id"])
   let model: string | undefined
+  let keyName: string | null = null
+  let asked: string | undefined
   return yield* Effect.gen(function* () {
     const key = yield* authorize(gateway.keys, request)
+    keyName = key?.name ?? null
     const body = yield* RequestBody.read(request, gateway.settings.bodyLimitBytes)
     const chat = yield* RequestBody.decodeChatRequest(body)
+    asked = chat.model
     const pipeline = gateway.models.get(chat.model)
     if (pipeline === undefined) return yield* GatewayError.modelNotFound(chat.model, [...gateway.models.keys()])
     if (!ApiKeys.allows(key, chat.model)) return yield* GatewayError.forbiddenModel(key?.name ?? "", chat.model)
@@ -176,6 +210,8 @@ export const handler: Effect.Effect<
         if (Cause.hasInterruptsOnly(cause)) return yield* Effect.failCause(cause as Cause.Cause<never>)
         const failure = cause.reasons.find((reason) => reason._tag === "Fail")
         const error = failure === undefined ? yield* unexpected(cause, requestId) : failure.error
+        // `model` is set just before the pipeline runs; a pipeline writes its own request line.
+        if (model === undefined && failure !== undefined) yield* refusal(error, requestId, started, keyName, asked)
         return GatewayError.toResponse(
           error,
           model === undefined ? { "x-request-id": requestId } : { "x-request-id": requestId, "x-roadcar-model": model }

@@ -133,10 +133,29 @@ describe("virtual keys over HTTP", () => {
       const anonymous = yield* Effect.promise(() => fetch(`${url}/v1/models`))
       assert.strictEqual(anonymous.status, 401)
 
-      // The request log names the key; no line ever holds a key.
+      // The request log names the key; no line ever holds a key. Every request has one request line,
+      // the refused ones too (with the status and code they were answered with).
       const requestLines = logs.lines.filter((line) => line.includes('"message":"request"'))
+      assert.strictEqual(requestLines.length, 5)
       assert.isTrue(requestLines.some((line) => line.includes('"key":"intern"')))
       assert.isTrue(requestLines.some((line) => line.includes('"key":"team-a"')))
+      const refusals = requestLines
+        .map((line) => JSON.parse(line) as { level: string; annotations: Record<string, unknown> })
+        .filter((line) => line.annotations["status"] === "refused")
+      assert.deepStrictEqual(
+        refusals.map(({ annotations, level }) => [
+          level,
+          annotations["key"],
+          annotations["model"],
+          annotations["http_status"],
+          annotations["code"]
+        ]),
+        [
+          ["WARN", null, null, 401, "missing_api_key"],
+          ["WARN", null, null, 401, "invalid_api_key"],
+          ["WARN", "intern", "premium", 403, "model_not_allowed"]
+        ]
+      )
       for (const line of logs.lines) {
         assert.notInclude(line, teamKey)
         assert.notInclude(line, internKey)

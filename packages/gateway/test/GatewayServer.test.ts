@@ -105,6 +105,11 @@ describe("GatewayServer", () => {
         const notObject = yield* Effect.promise(() => post(url, "[1,2,3]"))
         assert.strictEqual(notObject.status, 400)
         assert.isNull((yield* json(notObject)).error.param)
+
+        // Counted by the code they were answered with.
+        const metrics = yield* Effect.promise(() => fetch(`${url}/metrics`).then((response) => response.text()))
+        assert.include(metrics, 'roadcar_requests_refused_total{code="invalid_json"} 1')
+        assert.include(metrics, 'roadcar_requests_refused_total{code="invalid_request"} 5')
       }).pipe(quiet)
     )
 
