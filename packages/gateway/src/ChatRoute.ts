@@ -11,9 +11,8 @@
  * headers saying what happened (`x-request-id`, `x-roadcar-*`). The pipeline counts requests and
  * latency (`roadcar_requests_total`, `roadcar_request_duration_seconds`); the gateway adds its own
  * overhead (`roadcar_gateway_overhead_seconds`). A request refused before it reaches a pipeline
- * (401, 403, 404, 413, 415, 400) gets its own request log line (`"status":"refused"`, with the HTTP
- * status and error code) and is counted in `roadcar_requests_refused_total` by error code, so every
- * request writes exactly one request line.
+ * (401, 403, 404, 413, 415, 400) gets its own request log line and count
+ * (`GatewayError.recordRefusal`), so every request writes exactly one request line.
  *
  * @since 0.1.0
  */
@@ -88,33 +87,6 @@ const unexpected = (cause: Cause.Cause<unknown>, requestId: string): Effect.Effe
     Effect.logError("unexpected failure in the gateway", cause).pipe(Effect.annotateLogs({ request_id: requestId })),
     GatewayError.internal(requestId)
   )
-
-// A request refused before it reached a pipeline: its request line (what the pipeline writes for the
-// requests it runs) and its count. The key is named only once it was recognised; a secret never is.
-const refusal = (
-  error: GatewayError.GatewayError,
-  requestId: string,
-  started: number,
-  keyName: string | null,
-  asked: string | undefined
-): Effect.Effect<void> =>
-  Effect.gen(function* () {
-    const code = error.code ?? error.type
-    yield* Metrics.record(Metrics.refused, { code }, 1)
-    const latencyMs = (yield* Clock.currentTimeMillis) - started
-    yield* Effect.logWarning("request").pipe(
-      Effect.annotateLogs({
-        request_id: requestId,
-        key: keyName,
-        model: asked === undefined ? null : asked.slice(0, 200),
-        status: "refused",
-        http_status: error.status,
-        code,
-        latency_ms: latencyMs,
-        error: error.message
-      })
-    )
-  })
 
 // =============================================================================
 // Handler
@@ -211,7 +183,13 @@ export const handler: Effect.Effect<
         const failure = cause.reasons.find((reason) => reason._tag === "Fail")
         const error = failure === undefined ? yield* unexpected(cause, requestId) : failure.error
         // `model` is set just before the pipeline runs; a pipeline writes its own request line.
-        if (model === undefined && failure !== undefined) yield* refusal(error, requestId, started, keyName, asked)
+        if (model === undefined && failure !== undefined) {
+          yield* GatewayError.recordRefusal(error, started, {
+            request_id: requestId,
+            key: keyName,
+            model: asked === undefined ? null : asked.slice(0, 200)
+          })
+        }
         return GatewayError.toResponse(
           error,
           model === undefined ? { "x-request-id": requestId } : { "x-request-id": requestId, "x-roadcar-model": model }

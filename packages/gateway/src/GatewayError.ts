@@ -9,9 +9,18 @@
  *
  * @since 0.1.0
  */
-import type { Budget, Pipeline, RateLimit, StoreUnavailable, UpstreamError } from "@roadcar/core"
+import {
+  type Budget,
+  Metrics,
+  type Pipeline,
+  type RateLimit,
+  type StoreUnavailable,
+  type UpstreamError
+} from "@roadcar/core"
+import * as Clock from "effect/Clock"
 import * as Data from "effect/Data"
 import * as Duration from "effect/Duration"
+import * as Effect from "effect/Effect"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 
 // =============================================================================
@@ -386,3 +395,42 @@ export const streamErrorBody = (error: UpstreamError.UpstreamError): ErrorBody =
 })
 
 const truncate = (text: string, max: number): string => (text.length > max ? `${text.slice(0, max - 3)}...` : text)
+
+/**
+ * Records a request the gateway refused before any pipeline ran (a bad key, body, model or route):
+ * counts it in `roadcar_requests_refused_total` by the error's code, and writes its `request` log
+ * line at Warning (`"status":"refused"`, the HTTP status, the code, the time since `started`, the
+ * message, and the given `fields`: request id, key name, model asked, route). A pipeline writes the
+ * request line of the requests it runs; with this, every request writes exactly one.
+ *
+ * @example
+ * ```ts
+ * import { Effect } from "effect"
+ * import { GatewayError } from "@roadcar/gateway"
+ *
+ * Effect.runSync(GatewayError.recordRefusal(GatewayError.invalidJson("Unexpected end"), 0, { request_id: "req_1" }))
+ * ```
+ *
+ * @category logging
+ * @since 0.1.0
+ */
+export const recordRefusal = (
+  error: GatewayError,
+  started: number,
+  fields: Readonly<Record<string, string | null>>
+): Effect.Effect<void> =>
+  Effect.gen(function* () {
+    const code = error.code ?? error.type
+    yield* Metrics.record(Metrics.refused, { code }, 1)
+    const latencyMs = (yield* Clock.currentTimeMillis) - started
+    yield* Effect.logWarning("request").pipe(
+      Effect.annotateLogs({
+        ...fields,
+        status: "refused",
+        http_status: error.status,
+        code,
+        latency_ms: latencyMs,
+        error: error.message
+      })
+    )
+  })

@@ -18,6 +18,7 @@ import type { Duplex } from "node:stream"
 import { NodeHttpClient, NodeHttpServer } from "@effect/platform-node"
 import type { AlertSink, Roadcar, RoadcarConfig } from "@roadcar/core"
 import * as Cause from "effect/Cause"
+import * as Clock from "effect/Clock"
 import * as Context from "effect/Context"
 import * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
@@ -95,13 +96,19 @@ const metricsHandler = Effect.map(PrometheusMetrics.format(), (body) =>
 
 const fallbackHandler = Effect.gen(function* () {
   const request = yield* HttpServerRequest.HttpServerRequest
+  const started = yield* Clock.currentTimeMillis
   const path = pathOf(request.url)
   const allowed = routes[path]
   const error =
     allowed === undefined
       ? GatewayError.routeNotFound(request.method, path)
       : GatewayError.methodNotAllowed(request.method, path, allowed)
-  return GatewayError.toResponse(error)
+  const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
+  yield* GatewayError.recordRefusal(error, started, {
+    request_id: requestId,
+    route: `${request.method} ${path.slice(0, 200)}`
+  })
+  return GatewayError.toResponse(error, { "x-request-id": requestId })
 })
 
 /**

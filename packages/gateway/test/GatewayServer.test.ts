@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { apiError, chatBody, client, post, quiet, rejection, startGateway } from "./utils.ts"
+import { apiError, captureLogs, chatBody, client, post, quiet, rejection, startGateway } from "./utils.ts"
 
 const json = (response: Response) => Effect.promise(() => response.json())
 const call = (url: string, path: string, init?: RequestInit) => Effect.promise(() => fetch(`${url}${path}`, init))
@@ -42,11 +42,13 @@ describe("GatewayServer", () => {
       }).pipe(quiet)
     )
 
-    it.live("404 for an unknown route, 405 with Allow for a wrong method, as OpenAI error JSON", () =>
-      Effect.gen(function* () {
+    it.live("404 for an unknown route, 405 with Allow for a wrong method, as OpenAI error JSON, each logged", () => {
+      const logs = captureLogs()
+      return Effect.gen(function* () {
         const { url } = yield* startGateway({})
-        const missing = yield* call(url, "/v1/embeddings", { method: "POST" })
+        const missing = yield* call(url, "/v1/embeddings", { method: "POST", headers: { "x-request-id": "probe-1" } })
         assert.strictEqual(missing.status, 404)
+        assert.strictEqual(missing.headers.get("x-request-id"), "probe-1")
         assertOpenAiError(yield* json(missing), "not_found")
         const wrong = yield* call(url, "/v1/chat/completions")
         assert.strictEqual(wrong.status, 405)
@@ -55,8 +57,23 @@ describe("GatewayServer", () => {
         const deleteHealth = yield* call(url, "/health?x=1", { method: "DELETE" })
         assert.strictEqual(deleteHealth.status, 405)
         assert.strictEqual(deleteHealth.headers.get("allow"), "GET")
-      }).pipe(quiet)
-    )
+
+        const refusals = logs.lines
+          .filter((line) => line.includes('"message":"request"'))
+          .map((line) => (JSON.parse(line) as { annotations: Record<string, unknown> }).annotations)
+        assert.deepStrictEqual(
+          refusals.map((line) => [line["route"], line["status"], line["http_status"], line["code"]]),
+          [
+            ["POST /v1/embeddings", "refused", 404, "not_found"],
+            ["GET /v1/chat/completions", "refused", 405, "method_not_allowed"],
+            ["DELETE /health", "refused", 405, "method_not_allowed"]
+          ]
+        )
+        assert.strictEqual(refusals[0]?.["request_id"], "probe-1")
+        const metrics = yield* Effect.promise(() => fetch(`${url}/metrics`).then((response) => response.text()))
+        assert.include(metrics, 'roadcar_requests_refused_total{code="method_not_allowed"} 2')
+      }).pipe(Effect.provide(logs.layer))
+    })
   })
 
   describe("request errors", () => {
