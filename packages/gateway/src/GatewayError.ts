@@ -105,6 +105,16 @@ export const invalidJson = (detail: string): GatewayError =>
   make(400, "invalid_request_error", `The request body is not valid JSON: ${detail}`, { code: "invalid_json" })
 
 /**
+ * 400, 408 or 431: what Node's HTTP parser refused before any route saw the request (not valid HTTP,
+ * headers too large, a client too slow to send its request).
+ *
+ * @category constructors
+ * @since 0.1.0
+ */
+export const invalidHttp = (status: 400 | 408 | 431, message: string): GatewayError =>
+  make(status, "invalid_request_error", message, { code: "invalid_http" })
+
+/**
  * 400: the body is JSON but not a valid chat request; `param` names the field path (`messages[0].role`).
  *
  * @category constructors

@@ -129,19 +129,16 @@ export const Routes: Layer.Layer<never, never, HttpRouter.HttpRouter | Gateway> 
   })
 )
 
-// A Node server that, once closing, closes each keep-alive connection as soon as its response is
-// done: `server.close()` only closes the connections idle at that moment, and would otherwise wait for
-// the clients' keep-alive timeouts before the drain completes.
 // Node answers malformed HTTP (a bad request line, headers too large, a client too slow) itself, with a
 // bare status line; these answers carry OpenAI error JSON like every other error of the gateway.
-const protocolError = (error: NodeJS.ErrnoException): { readonly status: number; readonly message: string } => {
+const protocolError = (error: NodeJS.ErrnoException): GatewayError.GatewayError => {
   switch (error.code) {
     case "HPE_HEADER_OVERFLOW":
-      return { status: 431, message: "The request headers are too large." }
+      return GatewayError.invalidHttp(431, "The request headers are too large.")
     case "ERR_HTTP_REQUEST_TIMEOUT":
-      return { status: 408, message: "The request was not received in time." }
+      return GatewayError.invalidHttp(408, "The request was not received in time.")
     default:
-      return { status: 400, message: "The request is not valid HTTP." }
+      return GatewayError.invalidHttp(400, "The request is not valid HTTP.")
   }
 }
 
@@ -149,31 +146,27 @@ const protocolError = (error: NodeJS.ErrnoException): { readonly status: number;
 // ended): a parse error in the rest of that body closes the connection instead of answering twice.
 const answeredEarly = new WeakSet<Duplex>()
 
-const answerClientError = (error: NodeJS.ErrnoException, socket: Duplex): void => {
-  // As Node's own handler does, a response already under way is never followed by a second answer
-  // (it would corrupt it); unlike Node's, neither is a response that already finished.
-  const response = (socket as Duplex & { readonly _httpMessage?: Http.ServerResponse | null })._httpMessage
-  if (error.code === "ECONNRESET" || !socket.writable || response?.headersSent === true || answeredEarly.has(socket)) {
-    socket.destroy()
-    return
-  }
-  const { status, message } = protocolError(error)
-  const body = JSON.stringify({
-    error: { message, type: "invalid_request_error", param: null, code: "invalid_http" }
-  })
-  socket.end(
-    `HTTP/1.1 ${status} ${Http.STATUS_CODES[status]}\r\ncontent-type: application/json\r\n` +
-      `content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`
-  )
+// Writes an error answer on a socket Node's parser gave up on, and closes it.
+const answerOnSocket = (socket: Duplex, error: GatewayError.GatewayError): void => {
+  const body = JSON.stringify(GatewayError.toBody(error))
+  let head = `HTTP/1.1 ${error.status} ${Http.STATUS_CODES[error.status]}\r\ncontent-type: application/json\r\n`
+  for (const [name, value] of Object.entries(error.headers)) head += `${name}: ${value}\r\n`
+  socket.end(`${head}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
 }
+
+// Logs and counts an answer given outside the routes (the same `request` line as any refusal).
+type RecordRefusal = (error: GatewayError.GatewayError, fields: Readonly<Record<string, string | null>>) => void
 
 // Node's defaults let a slow client hold a connection for 60 s sending its headers and 300 s sending
 // its body, checked only every 30 s (a slow-loris socket lasted 90 s and 330 s in the drills); these
-// cut it (408, via `answerClientError`) after 10 s and 30 s, checked every second.
+// cut it (408, answered by the `clientError` handler) after 10 s and 30 s, checked every second.
 const headersTimeoutMs = 10_000
 const requestTimeoutMs = 30_000
 
-const makeNodeServer = (): Http.Server => {
+// A Node server that, once closing, closes each keep-alive connection as soon as its response is
+// done: `server.close()` only closes the connections idle at that moment, and would otherwise wait for
+// the clients' keep-alive timeouts before the drain completes.
+const makeNodeServer = (record: RecordRefusal): Http.Server => {
   const server = Http.createServer({
     headersTimeout: headersTimeoutMs,
     requestTimeout: requestTimeoutMs,
@@ -182,16 +175,33 @@ const makeNodeServer = (): Http.Server => {
     // use `Host`, so such a request is served (or refused) by the routes like any other.
     requireHostHeader: false
   })
-  server.on("clientError", answerClientError)
+  server.on("clientError", (error: NodeJS.ErrnoException, socket: Duplex) => {
+    // As Node's own handler does, a response already under way is never followed by a second answer
+    // (it would corrupt it); unlike Node's, neither is a response that already finished. A client
+    // that reset its connection has nobody left to answer or to log for.
+    const response = (socket as Duplex & { readonly _httpMessage?: Http.ServerResponse | null })._httpMessage
+    if (
+      error.code === "ECONNRESET" ||
+      !socket.writable ||
+      response?.headersSent === true ||
+      answeredEarly.has(socket)
+    ) {
+      socket.destroy()
+      return
+    }
+    const refusal = protocolError(error)
+    answerOnSocket(socket, refusal)
+    record(refusal, { request_id: ChatRoute.requestIdOf(undefined), parser_error: error.code ?? null })
+  })
   // Without a listener Node drops a CONNECT request's connection without an answer.
   server.on("connect", (request: Http.IncomingMessage, socket: Duplex) => {
-    const body = JSON.stringify(
-      GatewayError.toBody(GatewayError.methodNotAllowed("CONNECT", request.url ?? "", ["GET", "POST"]))
-    )
-    socket.end(
-      `HTTP/1.1 405 ${Http.STATUS_CODES[405]}\r\ncontent-type: application/json\r\n` +
-        `content-length: ${Buffer.byteLength(body)}\r\nallow: GET, POST\r\nconnection: close\r\n\r\n${body}`
-    )
+    const refusal = GatewayError.methodNotAllowed("CONNECT", request.url ?? "", ["GET", "POST"])
+    answerOnSocket(socket, refusal)
+    const requestId = request.headers["x-request-id"]
+    record(refusal, {
+      request_id: ChatRoute.requestIdOf(typeof requestId === "string" ? requestId : undefined),
+      route: `CONNECT ${(request.url ?? "").slice(0, 200)}`
+    })
   })
   server.on("request", (request: Http.IncomingMessage, response: Http.ServerResponse) => {
     response.once("finish", () => {
@@ -203,6 +213,28 @@ const makeNodeServer = (): Http.Server => {
   })
   return server
 }
+
+// The Node server layer, its refusals logged and counted with the logger and metrics of the layer's
+// context.
+const nodeServerLayer = (settings: {
+  readonly host: string
+  readonly port: number
+  readonly drainTimeout: Duration.Duration
+}) =>
+  Layer.unwrap(
+    Effect.gen(function* () {
+      const run = Effect.runForkWith(yield* Effect.context<never>())
+      // Node does not say when a request it refused began: the line's latency is 0.
+      const record: RecordRefusal = (error, fields) => {
+        run(Effect.flatMap(Clock.currentTimeMillis, (now) => GatewayError.recordRefusal(error, now, fields)))
+      }
+      return NodeHttpServer.layer(() => makeNodeServer(record), {
+        host: settings.host,
+        port: settings.port,
+        gracefulShutdownTimeout: settings.drainTimeout
+      })
+    })
+  )
 
 // Failures outside the routes (a path the router cannot decode, an unexpected defect) as OpenAI JSON.
 const routerFailure = (cause: Cause.Cause<unknown>) =>
@@ -337,11 +369,7 @@ export const layer = (
           port: options.port
         })
       )
-      const server = NodeHttpServer.layer(makeNodeServer, {
-        host: settings.host,
-        port: settings.port,
-        gracefulShutdownTimeout: settings.drainTimeout
-      })
+      const server = nodeServerLayer(settings)
       const app = serveRoutes.pipe(
         Layer.provideMerge(server),
         Layer.provideMerge(

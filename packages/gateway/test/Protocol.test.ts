@@ -5,7 +5,7 @@
 import * as Net from "node:net"
 import { assert, describe, it } from "@effect/vitest"
 import { Effect } from "effect"
-import { post, quiet, startGateway } from "./utils.ts"
+import { captureLogs, post, quiet, startGateway } from "./utils.ts"
 
 // Sends raw bytes and reads whatever comes back until the server closes (or 2 s pass).
 const raw = (port: number, bytes: string) =>
@@ -34,25 +34,59 @@ const statusAndBody = (answer: string) => {
 }
 
 describe("protocol errors", () => {
-  it.live("malformed HTTP gets a JSON 400, oversized headers a JSON 431", () =>
-    Effect.gen(function* () {
-      const { port } = yield* startGateway({})
-      for (const bytes of [
-        "(l@\r\n\r\n",
-        "GET / HTTP/9.9.9\r\n\r\n",
-        "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n"
-      ]) {
-        const answer = statusAndBody(yield* raw(port, bytes))
-        assert.strictEqual(answer.status, 400, JSON.stringify(bytes))
-        assert.include(answer.head, "content-type: application/json")
-        assert.strictEqual(JSON.parse(answer.body).error.code, "invalid_http")
-      }
-      const huge = statusAndBody(
-        yield* raw(port, `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`)
-      )
-      assert.strictEqual(huge.status, 431)
-      assert.strictEqual(JSON.parse(huge.body).error.type, "invalid_request_error")
-    }).pipe(Effect.scoped, quiet)
+  it.live(
+    "malformed HTTP gets a JSON 400, oversized headers a JSON 431, CONNECT a 405; each logged and counted",
+    () => {
+      const logs = captureLogs()
+      return Effect.gen(function* () {
+        const { port, url } = yield* startGateway({})
+        for (const bytes of [
+          "(l@\r\n\r\n",
+          "GET / HTTP/9.9.9\r\n\r\n",
+          "POST /v1/chat/completions HTTP/1.1\r\nContent-Length: x\r\n\r\n"
+        ]) {
+          const answer = statusAndBody(yield* raw(port, bytes))
+          assert.strictEqual(answer.status, 400, JSON.stringify(bytes))
+          assert.include(answer.head, "content-type: application/json")
+          assert.strictEqual(JSON.parse(answer.body).error.code, "invalid_http")
+        }
+        const huge = statusAndBody(
+          yield* raw(port, `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`)
+        )
+        assert.strictEqual(huge.status, 431)
+        assert.strictEqual(JSON.parse(huge.body).error.type, "invalid_request_error")
+        const connect = statusAndBody(yield* raw(port, "CONNECT example.com:443 HTTP/1.1\r\nHost: example.com\r\n\r\n"))
+        assert.strictEqual(connect.status, 405)
+        assert.include(connect.head, "allow: get, post")
+        assert.strictEqual(JSON.parse(connect.body).error.code, "method_not_allowed")
+
+        // Answered outside the routes, yet each writes the same request line as any refusal, and counts.
+        const metrics = yield* Effect.promise(() => fetch(`${url}/metrics`).then((response) => response.text()))
+        const refusals = logs.lines
+          .map((line) => JSON.parse(line) as { message: string; level: string; annotations: Record<string, unknown> })
+          .filter((line) => line.message === "request")
+        assert.deepStrictEqual(
+          refusals.map((line) => [
+            line.level,
+            line.annotations["status"],
+            line.annotations["http_status"],
+            line.annotations["code"]
+          ]),
+          [
+            ["WARN", "refused", 400, "invalid_http"],
+            ["WARN", "refused", 400, "invalid_http"],
+            ["WARN", "refused", 400, "invalid_http"],
+            ["WARN", "refused", 431, "invalid_http"],
+            ["WARN", "refused", 405, "method_not_allowed"]
+          ]
+        )
+        assert.match(String(refusals[0]?.annotations["parser_error"]), /^HPE_/)
+        assert.strictEqual(refusals[4]?.annotations["route"], "CONNECT example.com:443")
+        for (const line of refusals) assert.match(String(line.annotations["request_id"]), /^req_/)
+        assert.include(metrics, 'roadcar_requests_refused_total{code="invalid_http"} 4')
+        assert.include(metrics, 'roadcar_requests_refused_total{code="method_not_allowed"} 1')
+      }).pipe(Effect.scoped, Effect.provide(logs.layer))
+    }
   )
 
   it.live("a body nested deeper than the limit is a 400 that says so, not a 500", () =>
