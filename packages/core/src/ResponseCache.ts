@@ -23,7 +23,7 @@ import * as Exit from "effect/Exit"
 import * as Layer from "effect/Layer"
 import * as Option from "effect/Option"
 import * as Schema from "effect/Schema"
-import { type ChatMessage, type ChatRequest, ChatResponse } from "./ChatCompletion.ts"
+import { type ChatMessage, type ChatRequest, ChatResponse, maxOutputTokens } from "./ChatCompletion.ts"
 
 /**
  * @category options
@@ -141,7 +141,9 @@ export const canonicalKey = (request: ChatRequest): string => {
   const shaping: Record<string, unknown> = {}
   for (const [field, value] of Object.entries(request)) {
     if (ignoredFields.has(field) || value === undefined) continue
-    if (field === "max_completion_tokens") shaping["max_tokens"] = value
+    // The output limit the upstream is asked for, under one name (`max_completion_tokens` wins when
+    // both are set, as `maxOutputTokens` says).
+    if (field === "max_completion_tokens" || field === "max_tokens") shaping["max_tokens"] = maxOutputTokens(request)
     else if (field === "messages") shaping[field] = request.messages.map(canonicalMessage)
     else shaping[field] = value
   }
@@ -285,28 +287,33 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       )
     )
   }
+  // Share the call in flight; if its caller was interrupted, take over with a call of our own.
+  const follow = <E>(
+    pending: Deferred.Deferred<Entry, unknown>,
+    request: ChatRequest,
+    compute: Effect.Effect<Entry, E>
+  ): Effect.Effect<Lookup, E> =>
+    (Deferred.await(pending) as Effect.Effect<Entry, E>).pipe(
+      Effect.map((entry): Lookup => ({ entry, hit: true })),
+      Effect.catchCause((cause) =>
+        Cause.hasInterruptsOnly(cause) ? lookup(request, compute) : Effect.failCause(cause)
+      )
+    )
+  // The leader registers its call and completes it under one uninterruptible mask, so an interruption
+  // can never fall between the two (a call registered and never completed would hang every identical
+  // request after it); only the call itself, and a follower's wait, can be interrupted.
   const lookup = <E>(request: ChatRequest, compute: Effect.Effect<Entry, E>): Effect.Effect<Lookup, E> =>
-    Effect.suspend(() => {
-      const key = canonicalKey(request)
-      const entry = held(key)
-      if (entry !== undefined) return Effect.succeed({ entry, hit: true })
-      const pending = inFlight.get(key)
-      if (pending !== undefined) {
-        // Share the call in flight; if its caller was interrupted, take over with a call of our own.
-        return (Deferred.await(pending) as Effect.Effect<Entry, E>).pipe(
-          Effect.map((entry): Lookup => ({ entry, hit: true })),
-          Effect.catchCause((cause) =>
-            Cause.hasInterruptsOnly(cause) ? lookup(request, compute) : Effect.failCause(cause)
-          )
-        )
-      }
-      const deferred = Deferred.makeUnsafe<Entry, unknown>()
-      inFlight.set(key, deferred)
-      const computed = { ran: false }
-      // The bookkeeping runs on every exit, interruption included (a match under an uninterruptible
-      // mask, as `onExit` does, without its extra steps: this runs on every miss).
-      return Effect.uninterruptibleMask((restore) =>
-        Effect.matchCauseEffect(restore(computeThrough(request, compute, computed)), {
+    Effect.uninterruptibleMask((restore) =>
+      Effect.suspend(() => {
+        const key = canonicalKey(request)
+        const entry = held(key)
+        if (entry !== undefined) return Effect.succeed({ entry, hit: true })
+        const pending = inFlight.get(key)
+        if (pending !== undefined) return restore(follow(pending, request, compute))
+        const deferred = Deferred.makeUnsafe<Entry, unknown>()
+        inFlight.set(key, deferred)
+        const computed = { ran: false }
+        return Effect.matchCauseEffect(restore(computeThrough(request, compute, computed)), {
           onFailure: (cause) => {
             inFlight.delete(key)
             Deferred.doneUnsafe(deferred, Exit.failCause(cause))
@@ -319,8 +326,8 @@ export const make = Effect.fnUntraced(function* (options: Options) {
             return Effect.succeed<Lookup>({ entry, hit: !computed.ran })
           }
         })
-      )
-    })
+      })
+    )
   return ResponseCache.of({
     lookup,
     peek: (request) =>

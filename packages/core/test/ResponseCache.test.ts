@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ChatCompletion, ResponseCache } from "@roadcar/core"
-import { Effect, Fiber, Option, Schema } from "effect"
+import { Effect, Fiber, Option, References, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { request, response } from "./utils/Scripted.ts"
 
@@ -66,6 +66,10 @@ describe("ResponseCache", () => {
 
     it("treats max_completion_tokens as max_tokens and orders object keys", () => {
       assert.strictEqual(key(request("a", { max_tokens: 5 })), key(request("a", { max_completion_tokens: 5 })))
+      // Both set: the upstream is asked for max_completion_tokens, and so the key says.
+      const both = key(request("a", { max_completion_tokens: 1000, max_tokens: 10 }))
+      assert.strictEqual(both, key(request("a", { max_completion_tokens: 1000 })))
+      assert.notStrictEqual(both, key(request("a", { max_tokens: 10 })))
       assert.strictEqual(
         key(request("a", { response_format: { type: "json_schema", json_schema: { name: "x", strict: true } } })),
         key(request("a", { response_format: { json_schema: { strict: true, name: "x" }, type: "json_schema" } }))
@@ -127,6 +131,27 @@ describe("ResponseCache", () => {
       assert.isTrue(later.hit)
       assert.strictEqual(later.entry.response.choices[0]!.message.content, "own")
     }).pipe(Effect.provide(ResponseCache.layer()))
+  )
+
+  it.effect("a caller interrupted at any step never leaves a call registered that nobody completes", () =>
+    Effect.gen(function* () {
+      // The runtime yields after every operation here, and the caller is interrupted after 0, 1, 2, ...
+      // yields: whichever step it is at, a later identical request is answered, not left waiting.
+      for (let steps = 0; steps < 12; steps++) {
+        const cache = yield* ResponseCache.make({ capacity: 10, timeToLive: "1 minute" })
+        const caller = yield* Effect.forkChild(
+          cache.lookup(request("shared"), Effect.never).pipe(Effect.provideService(References.MaxOpsBeforeYield, 1)),
+          { startImmediately: false }
+        )
+        for (let i = 0; i < steps; i++) yield* Effect.yieldNow
+        yield* Fiber.interrupt(caller)
+        const later = yield* Effect.forkChild(cache.lookup(request("shared"), Effect.succeed(entry("later"))))
+        for (let i = 0; i < 5 && later.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+        const exit = later.pollUnsafe()
+        assert.isDefined(exit, `a request after the caller was interrupted at step ${steps} was left waiting`)
+        assert.strictEqual((yield* Fiber.join(later)).entry.response.choices[0]!.message.content, "later")
+      }
+    })
   )
 
   it.effect("with a shared store, an answer cached by one instance is a hit on another", () =>
