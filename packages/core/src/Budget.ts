@@ -378,16 +378,19 @@ export const make = Effect.fnUntraced(function* (options: Options) {
   const store = yield* BudgetStore
   const sink = yield* Effect.serviceOption(AlertSink)
   const scope = yield* Effect.scope
-  const prices = options.prices ?? {}
-  const priced = Object.values(prices)
+  // A map, not the record: a model named like an object's own property (`constructor`, `toString`)
+  // must find no price rather than a function (which would price every request at NaN).
+  const prices = new Map(Object.entries(options.prices ?? {}))
+  const priced = [...prices.values()]
+  const chains = new Map(Object.entries(options.chains ?? {}))
   const defaultMaxTokens = options.defaultMaxTokens ?? 1024
   const thresholds = [...(options.thresholds ?? [0.8])].filter((t) => t > 0).sort((a, b) => a - b)
   const alertTimeout = Duration.fromInputUnsafe(options.alertTimeout ?? "5 seconds")
 
   // The price an estimate uses: the most expensive candidate for this request.
   const estimatePrice = (model: string, input: number, output: number): Price | undefined => {
-    const own = [model, ...(options.chains?.[model] ?? [])].flatMap((name) => {
-      const price = prices[name]
+    const own = [model, ...(chains.get(model) ?? [])].flatMap((name) => {
+      const price = prices.get(name)
       return price ? [price] : []
     })
     const candidates = own.length > 0 ? own : priced
@@ -555,7 +558,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
   ): Effect.Effect<void> => {
     if (reservation.counters.length === 0) return Effect.void
     return Effect.withFiber((fiber) => {
-      const price = (answeredModel !== undefined ? prices[answeredModel] : undefined) ?? reservation.price
+      const price = (answeredModel !== undefined ? prices.get(answeredModel) : undefined) ?? reservation.price
       const actualCost = usage && price ? costMillionths(price, usage.prompt_tokens, usage.completion_tokens) : 0
       const changed: Array<{ readonly key: string; readonly delta: number }> = []
       const unchanged: Array<string> = []

@@ -201,6 +201,13 @@ describe("Budget", () => {
         assert.deepStrictEqual(other.price, { input: 0.1, output: 0.2 })
         const unknown = yield* budget.reserve(request("hi", { model: "mystery", max_tokens: 10 }), { key: "team-b" })
         assert.deepStrictEqual(unknown.price, { input: 10, output: 30 })
+        // Model names that are also properties of every object find no price, not a function.
+        const usedBefore = (yield* budget.status("team-b"))[0]?.used ?? Number.NaN
+        const named = yield* budget.reserve(request("hi", { model: "toString", max_tokens: 10 }), { key: "team-b" })
+        assert.deepStrictEqual(named.price, { input: 10, output: 30 })
+        yield* budget.settle(named, ChatCompletion.usage(100, 100), "constructor")
+        // Settled at the estimate's price: 10 * 100 + 30 * 100 = 4,000 millionths.
+        assert.closeTo((yield* budget.status("team-b"))[0]?.used ?? Number.NaN, usedBefore + 0.004, 1e-9)
       }).pipe(
         Effect.provide(
           Budget.layerMemory({
