@@ -958,23 +958,28 @@ export const make = <const O extends Options>(
       )
     }
 
-    // Admits a request: the rate limit, then the budget (its reservation made uninterruptibly, so an
-    // interruption cannot fall between the store recording it and the pipeline holding it). Whatever
-    // was reserved is written into `admission` at once, so a later refusal or failure still settles it.
+    // Admits a request: the rate limit, then the budget, each reservation made and written into
+    // `admission` in one uninterruptible step, so an interruption cannot fall between a store recording
+    // it and the pipeline holding it (a later refusal, failure or interruption then settles it). The
+    // rate limit's wait, in `wait` mode, stays interruptible and gives back what it took.
     const admit = (request: ChatRequest, identity: Identity, admission: Admission): Effect.Effect<void, Refusal> => {
       const reserveBudget =
         budget._tag === "Some"
           ? Effect.suspend(() =>
-              Effect.map(Effect.uninterruptible(budget.value.reserve(request, identity)), (reservation) => {
-                admission.budget = reservation
-              })
+              Effect.uninterruptible(
+                Effect.map(budget.value.reserve(request, identity), (reservation) => {
+                  admission.budget = reservation
+                })
+              )
             )
           : undefined
       let admitted: Effect.Effect<void, Refusal>
       if (rateLimit._tag === "Some") {
-        const rate = Effect.map(rateLimit.value.admit(request, identity), (reservation) => {
-          admission.rate = reservation
-        })
+        const rate = Effect.uninterruptible(
+          Effect.map(rateLimit.value.admit(request, identity), (reservation) => {
+            admission.rate = reservation
+          })
+        )
         admitted = reserveBudget === undefined ? rate : Effect.andThen(rate, reserveBudget)
       } else {
         admitted = reserveBudget ?? Effect.void

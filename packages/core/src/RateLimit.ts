@@ -132,7 +132,12 @@ export interface Reservation {
 export class RateLimit extends Context.Service<
   RateLimit,
   {
-    /** Admits a request against every rule (waiting or rejecting on excess) and reserves its token estimate. */
+    /**
+     * Admits a request against every rule (waiting or rejecting on excess) and reserves its token
+     * estimate. A refusal, or an interruption while it waits, gives back whatever it took. Only its
+     * wait can be interrupted: run it uninterruptibly to record the reservation it returns before an
+     * interruption can land (as the pipeline does), and it stays interruptible while it waits.
+     */
     readonly admit: (
       request: ChatRequest,
       identity: Identity
@@ -197,11 +202,15 @@ export const make = Effect.fnUntraced(function* (options: Options) {
   }
   const groupOf = (take: Take) => (take.rule.by === "global" ? "everyone" : `${take.rule.by} ${take.value}`)
 
-  // Gives back what was taken (fixed windows accept a negative count).
+  // Gives back what was taken (fixed windows accept a negative count), in the mode it was taken in:
+  // in `wait` mode taking pushed the window's end out, and giving back must pull it in again (given
+  // back as a `fail` consume, the count would drop but the end stay, and a busy key lock itself out).
   const giveBack = (key: string, limit: Limit, tokens: number) =>
     tokens <= 0
       ? Effect.void
-      : limiter.consume({ key, limit: limit.limit, window: limit.window, tokens: -tokens }).pipe(Effect.ignore)
+      : limiter
+          .consume({ key, limit: limit.limit, window: limit.window, tokens: -tokens, onExceeded: mode })
+          .pipe(Effect.ignore)
 
   const take = (t: Take): Effect.Effect<void, RateLimitRejected | StoreUnavailable> =>
     Effect.matchEffect(
@@ -216,7 +225,10 @@ export const make = Effect.fnUntraced(function* (options: Options) {
               )
             )
           }
-          return Effect.sleep(result.delay)
+          // The one interruptible step of an admission: interrupted, it gives back what it took.
+          return Effect.onInterrupt(Effect.interruptible(Effect.sleep(result.delay)), () =>
+            giveBack(t.key, t.limit, t.tokens)
+          )
         },
         onFailure: (error): Effect.Effect<void, RateLimitRejected | StoreUnavailable> => {
           const reason = error.reason
@@ -241,17 +253,24 @@ export const make = Effect.fnUntraced(function* (options: Options) {
     index: number,
     reservation: Reservation
   ): Effect.Effect<Reservation, RateLimitRejected | StoreUnavailable> =>
-    Effect.matchEffect(take(takes[index]!), {
-      onSuccess: () =>
-        index + 1 === takes.length ? Effect.succeed(reservation) : takeAll(takes, index + 1, reservation),
-      onFailure: (error) =>
-        index === 0
-          ? Effect.fail(error)
-          : Effect.andThen(
-              Effect.forEach(takes.slice(0, index), (t) => giveBack(t.key, t.limit, t.tokens), { discard: true }),
-              Effect.fail(error)
-            )
-    })
+    Effect.matchEffect(
+      index === 0
+        ? take(takes[0]!)
+        : Effect.onInterrupt(take(takes[index]!), () =>
+            Effect.forEach(takes.slice(0, index), (t) => giveBack(t.key, t.limit, t.tokens), { discard: true })
+          ),
+      {
+        onSuccess: () =>
+          index + 1 === takes.length ? Effect.succeed(reservation) : takeAll(takes, index + 1, reservation),
+        onFailure: (error) =>
+          index === 0
+            ? Effect.fail(error)
+            : Effect.andThen(
+                Effect.forEach(takes.slice(0, index), (t) => giveBack(t.key, t.limit, t.tokens), { discard: true }),
+                Effect.fail(error)
+              )
+      }
+    )
 
   const admit = (request: ChatRequest, identity: Identity) =>
     Effect.suspend(() => {
@@ -399,8 +418,9 @@ export const makeMemory = (options: MemoryOptions): Effect.Effect<RateLimit["Ser
     }
     const consume = (take: Take, tokens: number, takeMode: Mode, now: number) =>
       windows.consume(take.rule.group, take.value, take.measure, take.limit, tokens, takeMode, now)
+    // In the mode it was taken in (see `make`'s giveBack: in `wait` mode the window's end moves back too).
     const giveBack = (take: Take, now: number) => {
-      if (take.tokens > 0) consume(take, -take.tokens, "fail", now)
+      if (take.tokens > 0) consume(take, -take.tokens, mode, now)
     }
 
     // Refuses at `takes[index]`: gives back what the takes before it took, so a refused request costs nothing.
@@ -433,7 +453,15 @@ export const makeMemory = (options: MemoryOptions): Effect.Effect<RateLimit["Ser
           giveBack(take, now)
           return refuse(takes, index, outcome, now)
         }
-        return Effect.flatMap(Effect.sleep(outcome), () =>
+        // The one interruptible step of an admission: interrupted, it gives back what it took.
+        const wait = Effect.onInterrupt(Effect.interruptible(Effect.sleep(outcome)), () =>
+          Effect.withFiber((fiber) => {
+            const at = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+            for (let i = 0; i <= index; i++) giveBack(takes[i]!, at)
+            return Effect.void
+          })
+        )
+        return Effect.flatMap(wait, () =>
           Effect.withFiber((fiber) =>
             run(takes, index + 1, reservation, fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())
           )
@@ -465,7 +493,7 @@ export const makeMemory = (options: MemoryOptions): Effect.Effect<RateLimit["Ser
 
     // Charges the difference (taken even past the limit, as a `delay` consume) or gives it back.
     const settleKey = (key: Reservation["tokenKeys"][number], delta: number, now: number) => {
-      const settleMode = delta < 0 ? "fail" : "delay"
+      const settleMode = delta < 0 ? mode : "delay"
       if (key instanceof TokenKey) {
         windows.consume(key.group, key.value, "tokens", key.limit, delta, settleMode, now)
         return

@@ -1,11 +1,48 @@
 import { assert, describe, it } from "@effect/vitest"
 import { AlertSink, Breaker, Budget, ChatCompletion, Monitor, Pipeline, RateLimit } from "@roadcar/core"
 import { Duration, Effect, Exit, Fiber, Layer, Schema } from "effect"
+import { RateLimiter } from "effect/persistence"
 import { TestClock } from "effect/testing"
 import { badRequest, request, scripted } from "./utils/Scripted.ts"
 
 const perKey = (limit: number, onExceeded: "wait" | "reject" = "reject") =>
   RateLimit.layerMemory({ rules: [{ by: "key", requests: { limit, window: "10 seconds" } }], onExceeded })
+
+// Both implementations: in process memory, and over effect's `RateLimiter` and a store (here its
+// memory store; Redis in production), whose consumes can take a round trip (`slowStore`).
+const overStore = (options: RateLimit.Options, store: Layer.Layer<RateLimiter.RateLimiterStore>) =>
+  RateLimit.layer(options).pipe(Layer.provide(RateLimiter.layer), Layer.provide(store))
+const slowStore = (delay: Duration.Input) =>
+  Layer.effect(
+    RateLimiter.RateLimiterStore,
+    Effect.map(Effect.service(RateLimiter.RateLimiterStore), (store) =>
+      RateLimiter.RateLimiterStore.of({
+        ...store,
+        // Recorded at once, answered `delay` later: a Redis command executed whose reply is in transit.
+        fixedWindow: (options) => Effect.tap(store.fixedWindow(options), () => Effect.sleep(delay))
+      })
+    )
+  ).pipe(Layer.provide(RateLimiter.layerStoreMemory))
+const implementations: ReadonlyArray<
+  readonly [string, (options: RateLimit.Options) => Layer.Layer<RateLimit.RateLimit>]
+> = [
+  ["in memory", RateLimit.layerMemory],
+  ["over effect's RateLimiter", (options) => overStore(options, RateLimiter.layerStoreMemory)]
+]
+
+// A request whose token estimate is exactly `tokens`.
+const costing = (tokens: number) =>
+  request("hi", { max_tokens: tokens - ChatCompletion.estimatePromptTokens(request("hi")) })
+
+// Whether `effect` completes without the clock moving (under TestClock a wait never ends by itself).
+const completesAtOnce = <A, E>(effect: Effect.Effect<A, E>) =>
+  Effect.gen(function* () {
+    const fiber = yield* Effect.forkChild(effect)
+    for (let i = 0; i < 10 && fiber.pollUnsafe() === undefined; i++) yield* Effect.yieldNow
+    const done = fiber.pollUnsafe() !== undefined
+    yield* Fiber.interrupt(fiber)
+    return done
+  })
 
 describe("RateLimit", () => {
   it.effect.prop(
@@ -95,6 +132,125 @@ describe("RateLimit", () => {
           ],
           onExceeded: "reject"
         })
+      )
+    )
+  )
+
+  describe.each(implementations)("wait mode, %s", (_, make) => {
+    const tokensPerMinute = (limit: number, maxWait: Duration.Input) =>
+      make({ rules: [{ by: "key", tokens: { limit, window: "1 minute" } }], onExceeded: "wait", maxWait })
+
+    it.effect("refusals and give-backs pull the window's end in again: a busy key is never locked out", () =>
+      Effect.gen(function* () {
+        const rateLimit = yield* RateLimit.RateLimit
+        const whole = costing(100)
+        yield* rateLimit.settle(yield* rateLimit.admit(whole, { key: "k" }), ChatCompletion.usage(50, 50))
+        // Each refusal (a wait past maxWait) says the window ends at 60 s, however many came before.
+        for (let second = 0; second < 30; second += 5) {
+          const refused = yield* Effect.flip(rateLimit.admit(whole, { key: "k" }))
+          assert.strictEqual(
+            refused._tag === "RateLimitRejected" && Duration.toSeconds(refused.retryAfter),
+            60 - second
+          )
+          yield* TestClock.adjust("5 seconds")
+        }
+        yield* TestClock.adjust("30 seconds")
+        assert.isTrue(yield* completesAtOnce(rateLimit.admit(whole, { key: "k" })), "admitted when its window ended")
+
+        // A call that used less than its estimate gives the rest back, the window's time with it.
+        yield* TestClock.adjust("2 minutes")
+        yield* rateLimit.settle(yield* rateLimit.admit(whole, { key: "k" }), ChatCompletion.usage(5, 5))
+        yield* TestClock.adjust("7 seconds") // 10 tokens hold the window for 6 s
+        assert.isTrue(yield* completesAtOnce(rateLimit.admit(whole, { key: "k" })), "90 tokens were given back")
+      }).pipe(Effect.provide(tokensPerMinute(100, "10 seconds")))
+    )
+
+    it.effect("a request interrupted while it waits gives back what it took", () =>
+      Effect.gen(function* () {
+        const rateLimit = yield* RateLimit.RateLimit
+        const held = yield* rateLimit.admit(costing(100), { key: "k" })
+        const waiter = yield* Effect.forkChild(rateLimit.admit(costing(100), { key: "k" }))
+        yield* TestClock.adjust("1 second")
+        assert.isUndefined(waiter.pollUnsafe(), "the second request waits for room")
+        yield* Fiber.interrupt(waiter)
+        yield* rateLimit.settle(held, undefined)
+        // Nothing is held any more: 100 of 150 tokens fit at once.
+        assert.isTrue(yield* completesAtOnce(rateLimit.admit(costing(100), { key: "k" })))
+      }).pipe(Effect.provide(tokensPerMinute(150, "5 minutes")))
+    )
+  })
+
+  it.effect("in the pipeline, a request interrupted while its store records the admission gives it back", () =>
+    Effect.gen(function* () {
+      const primary = scripted("primary", [])
+      const pipeline = yield* Pipeline.make({ steps: [{ upstream: primary }] })
+      const rateLimit = yield* RateLimit.RateLimit
+      const request = costing(100)
+      const fiber = yield* Effect.forkChild(pipeline.complete(request, { key: "k" }))
+      yield* TestClock.adjust("20 millis") // the store's round trip takes 50 ms
+      // The interruption waits for the store's answer (the admission is recorded or not at all), and
+      // then for what is given back.
+      const interrupted = yield* Effect.forkChild(Fiber.interrupt(fiber))
+      yield* TestClock.adjust("200 millis")
+      yield* Fiber.join(interrupted)
+      assert.strictEqual(primary.calls.length, 0)
+      // The 100 tokens it reserved were given back: two more requests of 100 fit in the 200.
+      const fits = Effect.forkChild(rateLimit.admit(request, { key: "k" }))
+      const first = yield* fits
+      const second = yield* fits
+      yield* TestClock.adjust("200 millis")
+      yield* Fiber.join(first)
+      yield* Fiber.join(second)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.mergeAll(
+          Breaker.layerMemory(),
+          Monitor.layerNoop,
+          overStore(
+            { rules: [{ by: "key", tokens: { limit: 200, window: "1 minute" } }], onExceeded: "reject" },
+            slowStore("50 millis")
+          )
+        )
+      )
+    )
+  )
+
+  it.effect("in the pipeline, a request interrupted while its budget is reserved releases the reservation", () =>
+    Effect.gen(function* () {
+      const pipeline = yield* Pipeline.make({ steps: [{ upstream: scripted("primary", []) }] })
+      const budget = yield* Budget.Budget
+      const fiber = yield* Effect.forkChild(pipeline.complete(costing(100), { key: "k" }))
+      yield* TestClock.adjust("20 millis") // the store's round trip takes 50 ms
+      // The interruption waits for the store's answer (the admission is recorded or not at all), and
+      // then for what is given back.
+      const interrupted = yield* Effect.forkChild(Fiber.interrupt(fiber))
+      yield* TestClock.adjust("200 millis")
+      yield* Fiber.join(interrupted)
+      assert.deepStrictEqual(
+        (yield* budget.status("k")).map((status) => status.used),
+        [0]
+      )
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.mergeAll(
+          Breaker.layerMemory(),
+          Monitor.layerNoop,
+          Budget.layer({ budgets: [{ per: "day", tokens: 1000 }] }).pipe(
+            Layer.provide(
+              Layer.effect(
+                Budget.BudgetStore,
+                Effect.map(Budget.makeStoreMemory, (store) =>
+                  Budget.BudgetStore.of({
+                    ...store,
+                    reserve: (charges) => Effect.andThen(Effect.sleep("50 millis"), store.reserve(charges))
+                  })
+                )
+              )
+            )
+          )
+        )
       )
     )
   )
