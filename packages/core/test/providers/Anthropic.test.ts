@@ -411,6 +411,22 @@ describe("Anthropic", () => {
         })
       )
     )
+
+    it.live("maps an error event that ends the body without its closing blank line", () =>
+      withHttp(
+        Effect.gen(function* () {
+          const overloaded = event("error", {
+            type: "error",
+            error: { type: "overloaded_error", message: "Overloaded" }
+          })
+          const server = yield* rawServer(sse([messageStart, textDelta("par"), overloaded.slice(0, -2)]))
+          const provider = yield* upstream(server.url)
+          const { chunks, error } = yield* streamFailure(provider.stream(chatRequest()))
+          assert.strictEqual(streamedText(chunks), "par")
+          assert.strictEqual(error.reason._tag, "Unavailable")
+        })
+      )
+    )
   })
 
   describe("errors", () => {

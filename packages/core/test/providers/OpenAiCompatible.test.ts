@@ -391,6 +391,23 @@ describe("OpenAiCompatible", () => {
       )
     )
 
+    it.live("maps an error event that ends the body without its closing blank line", () =>
+      withHttp(
+        Effect.gen(function* () {
+          const error = { message: "This model's maximum context length is 10 tokens", code: "context_length_exceeded" }
+          for (const ending of ["\n", ""]) {
+            const server = yield* rawServer(
+              sse([data(chunk({ content: "par" })), `data: ${JSON.stringify({ error })}${ending}`])
+            )
+            const provider = yield* upstream(server.url)
+            const { chunks, error: failed } = yield* streamFailure(provider.stream(chatRequest()))
+            assert.strictEqual(streamedText(chunks), "par")
+            assert.strictEqual(failed.reason._tag, "ContextLengthExceeded", JSON.stringify(ending))
+          }
+        })
+      )
+    )
+
     it.live("replays a JSON answer to a streaming request as chunks", () =>
       withHttp(
         Effect.gen(function* () {

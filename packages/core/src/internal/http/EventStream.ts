@@ -133,10 +133,17 @@ export const decode = <A>(
       parser.feed("\n\n")
       const last = drain()
       if (last.failure !== undefined) {
-        // An unterminated trailing event that cannot be read is a cut, not malformed output: the
-        // answer is complete if it had already finished, and cut otherwise.
+        const items = Stream.fromIterable(last.items)
+        // An unterminated trailing event that says what went wrong (an error event the upstream sent
+        // as its last words, without the closing blank line) fails with what it says.
+        if (last.failure._tag !== "MalformedOutput") return Stream.concat(items, Stream.fail(last.failure))
+        // One that cannot be read is a cut, not malformed output: the answer is complete if it had
+        // already finished, and cut otherwise.
         const complete = decoder.end()
-        return Result.isFailure(complete) ? Stream.fail(complete.failure) : Stream.fromIterable(complete.success)
+        return Stream.concat(
+          items,
+          Result.isFailure(complete) ? Stream.fail(complete.failure) : Stream.fromIterable(complete.success)
+        )
       }
       if (last.done) return Stream.fromIterable(last.items)
       const rest = decoder.end()
