@@ -300,13 +300,23 @@ export const make = (upstream: string, reason: Reason): UpstreamError => new Ups
 
 /**
  * Maps an HTTP error status (and the upstream's error text) onto a reason. Providers call this after
- * recognising vendor-specific codes such as `context_length_exceeded`.
+ * recognising vendor-specific codes such as `context_length_exceeded`. The text is read only for a
+ * refusal of the request itself (a 4xx other than 401, 403, 408 and 429): a 503 or a 429 that
+ * mentions a content filter or a context length is still unavailable or rate limited, and retried.
+ *
+ * @example
+ * ```ts
+ * import { UpstreamError } from "@roadcar/core"
+ * UpstreamError.fromStatus(400, "This model's maximum context length is 8192 tokens")._tag // => "ContextLengthExceeded"
+ * UpstreamError.fromStatus(503, "content_filter service unavailable")._tag // => "Unavailable"
+ * ```
  *
  * @category constructors
  * @since 0.1.0
  */
 export const fromStatus = (status: number, detail: string, retryAfter?: Duration.Duration): Reason => {
-  const lower = detail.toLowerCase()
+  const refusal = status >= 400 && status < 500 && status !== 401 && status !== 403 && status !== 408 && status !== 429
+  const lower = refusal ? detail.toLowerCase() : ""
   if (lower.includes("context_length_exceeded") || lower.includes("maximum context length")) {
     return new ContextLengthExceeded({ detail })
   }

@@ -109,6 +109,20 @@ describe("internal/http", () => {
         reason(429, JSON.stringify({ error: { message: "too many input tokens per minute" } }))._tag,
         "RateLimited"
       )
+      // The text is read only for a refusal of the request: an outage or a rate limit that mentions a
+      // content filter or a context length stays retryable.
+      assert.strictEqual(
+        reason(503, JSON.stringify({ error: { message: "content_filter backend down" } }))._tag,
+        "Unavailable"
+      )
+      assert.strictEqual(
+        reason(429, JSON.stringify({ error: { message: "over the maximum context length budget per minute" } }))._tag,
+        "RateLimited"
+      )
+      assert.strictEqual(
+        reason(422, JSON.stringify({ error: { message: "maximum context length is 8k" } }))._tag,
+        "ContextLengthExceeded"
+      )
     })
   })
 
