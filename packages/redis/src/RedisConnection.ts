@@ -72,7 +72,7 @@ export class RedisConnection extends Context.Service<
     readonly redis: Redis.Redis["Service"]
     /** Runs one store operation with the command timeout, failing fast while Redis is down. */
     readonly run: <A, E, R>(self: Effect.Effect<A, E, R>, options: RunOptions<E>) => Effect.Effect<A, E, R>
-    /** Whether Redis is considered available now. */
+    /** Whether Redis is considered available now: connected, and no outage open (one ends after three successes in a row). */
     readonly available: Effect.Effect<boolean>
   }
 >()("@roadcar/redis/RedisConnection") {}
@@ -142,6 +142,11 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
 
   let outage: { readonly since: number; failures: number } | undefined
   let failFastUntil = 0
+  // An outage ends after this many operations in a row succeed: a Redis that fails some operations and
+  // answers others (out of memory for writes, a read-only replica after a failover) is one outage, not
+  // a warning and an alert, then their resolution, per request.
+  const successesToRecover = 3
+  let successesInRow = 0
 
   const sendAlert = (alert: Alert) =>
     Option.isSome(sink)
@@ -157,6 +162,7 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
 
   const markDown = (store: string, detail: string) =>
     Effect.gen(function* () {
+      successesInRow = 0
       if (outage) {
         outage.failures++
         return
@@ -176,10 +182,13 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
       })
     })
 
+  // Service resumes at the first success (no more failing fast); the outage is declared over after
+  // `successesToRecover` in a row.
   const markUp = Effect.gen(function* () {
     failFastUntil = 0
     const ended = outage
     if (ended === undefined) return
+    if (++successesInRow < successesToRecover) return
     outage = undefined
     const now = yield* Clock.currentTimeMillis
     const message = `Redis at ${config.address} answers again after ${Math.round((now - ended.since) / 1000)}s (${ended.failures} failed operations).`
@@ -307,9 +316,12 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
         const detail = `not connected to Redis at ${config.address}`
         return Effect.andThen(markDown(runOptions.store, detail), Effect.fail(runOptions.unavailable(detail)))
       }
+      // The deadline's own failure is counted once, by the deadline, not again when the operation exits.
+      let timedOut = false
       return withDeadline(
         self,
         Effect.gen(function* () {
+          timedOut = true
           const detail = `Redis at ${config.address} did not answer within ${commandTimeoutText}`
           failFastUntil = (yield* Clock.currentTimeMillis) + Duration.toMillis(config.failFastFor)
           yield* markDown(runOptions.store, detail)
@@ -319,7 +331,7 @@ export const make = Effect.fnUntraced(function* (options: RedisConfig.Options = 
         Effect.onExit((exit) => {
           if (Exit.isSuccess(exit)) return markUp
           const failure = exit.cause.reasons.find((reason) => reason._tag === "Fail")
-          if (failure === undefined) return Effect.void
+          if (failure === undefined || timedOut) return Effect.void
           if (!runOptions.isFault(failure.error)) return markUp
           return Effect.flatMap(Clock.currentTimeMillis, (end) => {
             // A failure that took the whole deadline is a timeout too, whoever noticed it first.

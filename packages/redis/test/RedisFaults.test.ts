@@ -3,6 +3,7 @@ import { AlertSink, Breaker, Monitor, Pipeline, RateLimit, ResponseCache, StoreU
 import * as Budget from "@roadcar/core/Budget"
 import { Context, Duration, Effect, Exit, Fiber, Layer } from "effect"
 import { RateLimiter } from "effect/persistence"
+import { createClient } from "redis"
 import { type RedisConfig, RedisConnection, RedisStores } from "../src/index.ts"
 import { ownRedis, redisUrl, request, scripted, timed } from "./utils/RedisTest.ts"
 
@@ -44,6 +45,7 @@ const stack = (options: RedisConfig.Options, alerts: Array<AlertSink.Alert>) =>
       budget: Context.get(context, Budget.Budget),
       rateLimit: Context.get(context, RateLimit.RateLimit),
       connection: Context.get(context, RedisConnection.RedisConnection),
+      cacheStore: Context.get(context, ResponseCache.ResponseCacheStore),
       limiterStore: Context.get(context, RateLimiter.RateLimiterStore)
     }
   })
@@ -165,7 +167,8 @@ describe.skipIf(!redisUrl)("Redis faults", () => {
   it.live("a frozen Redis: a call waits at most the command timeout, the next ones fail fast, thawing recovers", () =>
     Effect.gen(function* () {
       const redis = yield* ownRedis
-      const replica = yield* stack({ url: redis.url, prefix: "own:" }, [])
+      const alerts: Array<AlertSink.Alert> = []
+      const replica = yield* stack({ url: redis.url, prefix: "own:" }, alerts)
       yield* replica.budget.reserve(request(), { key: "team-a" })
 
       yield* redis.freeze
@@ -186,6 +189,47 @@ describe.skipIf(!redisUrl)("Redis faults", () => {
         Effect.map(Effect.exit(replica.budget.reserve(request(), { key: "team-a" })), Exit.isSuccess),
         "the budget store answers again"
       )
+      yield* waitUntil(
+        Effect.map(Effect.exit(replica.budget.reserve(request(), { key: "team-a" })), () => alerts.length === 2),
+        "the outage is resolved"
+      )
+      // The one operation that timed out is one failure (the calls after it failed fast, uncounted).
+      assert.deepStrictEqual(rules(alerts), ["Raised store_unavailable", "Resolved store_unavailable"])
+      assert.strictEqual(alerts[1]?.figures["failures"], 1)
+    }).pipe(Effect.scoped)
+  )
+
+  it.live("a Redis that refuses writes (out of memory) but answers reads is one outage, not one per request", () =>
+    Effect.gen(function* () {
+      const redis = yield* ownRedis
+      const alerts: Array<AlertSink.Alert> = []
+      const replica = yield* stack({ url: redis.url, prefix: "oom:" }, alerts)
+      const admin = createClient({ url: redis.url })
+      yield* Effect.addFinalizer(() => Effect.promise(() => admin.quit().catch(() => undefined)))
+      yield* Effect.promise(async () => {
+        await admin.connect()
+        await admin.configSet({ maxmemory: "1mb", "maxmemory-policy": "noeviction" })
+        try {
+          for (let i = 0; i < 100_000; i++) await admin.set(`fill:${i}`, "x".repeat(1000))
+        } catch {
+          // full: writes are refused with OOM from here on
+        }
+      })
+      for (let round = 0; round < 5; round++) {
+        const write = yield* Effect.exit(replica.budget.reserve(request(), { key: "team-a" }))
+        assert.isTrue(Exit.isFailure(write), `round ${round}: the write is refused`)
+        yield* replica.cacheStore.get(`read-${round}`) // a read still answers
+      }
+      yield* Effect.sleep("50 millis")
+      assert.deepStrictEqual(rules(alerts), ["Raised store_unavailable"], "one outage while writes keep failing")
+
+      yield* Effect.promise(() => admin.configSet("maxmemory", "0"))
+      yield* waitUntil(
+        Effect.map(Effect.exit(replica.budget.reserve(request(), { key: "team-a" })), () => alerts.length === 2),
+        "the outage is resolved"
+      )
+      assert.deepStrictEqual(rules(alerts), ["Raised store_unavailable", "Resolved store_unavailable"])
+      assert.strictEqual(alerts[1]?.figures["failures"], 5)
     }).pipe(Effect.scoped)
   )
 })
