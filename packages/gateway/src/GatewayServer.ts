@@ -66,12 +66,23 @@ const pathOf = (url: string): string => {
 const modelsHandler = (gateway: Service) =>
   Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
-    const key = yield* authorize(gateway.keys, request)
-    const data = [...gateway.models.keys()]
-      .filter((model) => ApiKeys.allows(key, model))
-      .map((id) => ({ id, object: "model" as const, created: 0, owned_by: "roadcar" }))
-    return HttpServerResponse.jsonUnsafe({ object: "list", data })
-  }).pipe(Effect.catch((error) => Effect.succeed(GatewayError.toResponse(error))))
+    const started = yield* Clock.currentTimeMillis
+    return yield* Effect.map(authorize(gateway.keys, request), (key) => {
+      const data = [...gateway.models.keys()]
+        .filter((model) => ApiKeys.allows(key, model))
+        .map((id) => ({ id, object: "model" as const, created: 0, owned_by: "roadcar" }))
+      return HttpServerResponse.jsonUnsafe({ object: "list", data })
+    }).pipe(
+      // A refused listing is logged and counted like any refused request.
+      Effect.catch((error) => {
+        const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
+        return Effect.as(
+          GatewayError.recordRefusal(error, started, { request_id: requestId, route: "GET /v1/models" }),
+          GatewayError.toResponse(error, { "x-request-id": requestId })
+        )
+      })
+    )
+  })
 
 const readyHandler = (gateway: Service) =>
   Effect.map(readiness(gateway), (state) => {
@@ -247,7 +258,13 @@ const routerFailure = (cause: Cause.Cause<unknown>) =>
         return GatewayError.toResponse(GatewayError.routeNotFound(request.method, pathOf(request.url)))
       }
       if (failure.reason._tag === "RequestParseError") {
-        return GatewayError.toResponse(GatewayError.invalidRequest("The request could not be read.", null))
+        const error = GatewayError.invalidRequest("The request could not be read.", null)
+        const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
+        yield* GatewayError.recordRefusal(error, yield* Clock.currentTimeMillis, {
+          request_id: requestId,
+          route: `${request.method} ${pathOf(request.url).slice(0, 200)}`
+        })
+        return GatewayError.toResponse(error, { "x-request-id": requestId })
       }
     }
     const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])

@@ -130,13 +130,16 @@ describe("virtual keys over HTTP", () => {
         teamModels.data.map((model) => model.id),
         ["chat", "premium"]
       )
-      const anonymous = yield* Effect.promise(() => fetch(`${url}/v1/models`))
+      const anonymous = yield* Effect.promise(() =>
+        fetch(`${url}/v1/models`, { headers: { "x-request-id": "list-1" } })
+      )
       assert.strictEqual(anonymous.status, 401)
+      assert.strictEqual(anonymous.headers.get("x-request-id"), "list-1")
 
       // The request log names the key; no line ever holds a key. Every request has one request line,
-      // the refused ones too (with the status and code they were answered with).
+      // the refused ones too (with the status and code they were answered with), a refused listing too.
       const requestLines = logs.lines.filter((line) => line.includes('"message":"request"'))
-      assert.strictEqual(requestLines.length, 5)
+      assert.strictEqual(requestLines.length, 6)
       assert.isTrue(requestLines.some((line) => line.includes('"key":"intern"')))
       assert.isTrue(requestLines.some((line) => line.includes('"key":"team-a"')))
       const refusals = requestLines
@@ -153,9 +156,12 @@ describe("virtual keys over HTTP", () => {
         [
           ["WARN", null, null, 401, "missing_api_key"],
           ["WARN", null, null, 401, "invalid_api_key"],
-          ["WARN", "intern", "premium", 403, "model_not_allowed"]
+          ["WARN", "intern", "premium", 403, "model_not_allowed"],
+          ["WARN", undefined, undefined, 401, "missing_api_key"]
         ]
       )
+      assert.strictEqual(refusals[3]?.annotations["route"], "GET /v1/models")
+      assert.strictEqual(refusals[3]?.annotations["request_id"], "list-1")
       for (const line of logs.lines) {
         assert.notInclude(line, teamKey)
         assert.notInclude(line, internKey)
