@@ -72,7 +72,9 @@ export const ChatMessage = Schema.Struct({
   content: Schema.optionalKey(Schema.NullOr(Schema.Union([Schema.String, Schema.Array(ContentPart)]))),
   name: Schema.optionalKey(Schema.String),
   tool_calls: Schema.optionalKey(Schema.Array(ToolCall)),
-  tool_call_id: Schema.optionalKey(Schema.String)
+  tool_call_id: Schema.optionalKey(Schema.String),
+  /** An assistant's refusal, as answers carry it (clients send the previous answer's message back). */
+  refusal: Schema.optionalKey(Schema.NullOr(Schema.String))
 })
 
 /**

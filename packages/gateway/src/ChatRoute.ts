@@ -52,6 +52,12 @@ let requestCount = 0
 export const requestIdOf = (header: string | undefined): string =>
   header !== undefined && saneRequestId.test(header) ? header : `req_${requestIdPrefix}${(++requestCount).toString(36)}`
 
+// Header values must be printable ASCII (Node refuses control characters and anything past Latin-1,
+// and clients read Latin-1 differently): a name that is not (`聊天`, configured model and upstream names
+// are free text) is sent percent-encoded, as `decodeURIComponent` reads it back.
+const printableAscii = /^[\x20-\x7e]*$/
+const headerValue = (name: string): string => (printableAscii.test(name) ? name : encodeURIComponent(name))
+
 /**
  * The `x-roadcar-*` headers of an answer.
  *
@@ -63,8 +69,8 @@ export const answerHeaders = (meta: Pipeline.AnswerMeta, overheadMs: number): Re
     "x-request-id": meta.requestId,
     "x-roadcar-attempts": String(meta.attempts),
     "x-roadcar-cache": meta.cacheHit ? "hit" : "miss",
-    "x-roadcar-model": meta.model,
-    "x-roadcar-upstream": meta.upstream,
+    "x-roadcar-model": headerValue(meta.model),
+    "x-roadcar-upstream": headerValue(meta.upstream),
     "x-roadcar-overhead-ms": String(Math.max(0, Math.round(overheadMs)))
   }
   if (meta.fallback !== undefined) {
@@ -171,7 +177,11 @@ export const handler: Effect.Effect<
     const chat = yield* RequestBody.decodeChatRequest(body)
     asked = chat.model
     const pipeline = gateway.models.get(chat.model)
-    if (pipeline === undefined) return yield* GatewayError.modelNotFound(chat.model, [...gateway.models.keys()])
+    if (pipeline === undefined) {
+      // Named: the models this key may use, never the others.
+      const usable = [...gateway.models.keys()].filter((name) => ApiKeys.allows(key, name))
+      return yield* GatewayError.modelNotFound(chat.model, usable)
+    }
     if (!ApiKeys.allows(key, chat.model)) return yield* GatewayError.forbiddenModel(key?.name ?? "", chat.model)
     model = chat.model
     const context: Context = { requestId, started, key }
@@ -192,7 +202,9 @@ export const handler: Effect.Effect<
         }
         return GatewayError.toResponse(
           error,
-          model === undefined ? { "x-request-id": requestId } : { "x-request-id": requestId, "x-roadcar-model": model }
+          model === undefined
+            ? { "x-request-id": requestId }
+            : { "x-request-id": requestId, "x-roadcar-model": headerValue(model) }
         )
       })
     )

@@ -154,7 +154,7 @@ export const modelNotFound = (model: string, available: ReadonlyArray<string>): 
   make(
     404,
     "invalid_request_error",
-    `The model "${truncate(model, 100)}" does not exist. Available models: ${available.join(", ")}.`,
+    `The model "${truncate(model, 100)}" does not exist. ${available.length === 0 ? "No model is available to this key." : `Available models: ${available.join(", ")}.`}`,
     { code: "model_not_found", param: "model" }
   )
 

@@ -112,6 +112,14 @@ describe("virtual keys over HTTP", () => {
       assert.strictEqual(forbidden.status, 403)
       assert.strictEqual(forbidden.code, "model_not_allowed")
 
+      // An unknown model's 404 names the models this key may use, not the others.
+      const missingModel = apiError(
+        yield* rejection(() => client(url, internKey).chat.completions.create(chatBody("hi", "gpt-9")))
+      )
+      assert.strictEqual(missingModel.status, 404)
+      assert.include(missingModel.message, "Available models: chat.")
+      assert.notInclude(missingModel.message, "premium")
+
       const ok = yield* Effect.promise(() => client(url, internKey).chat.completions.create(chatBody("hi", "chat")))
       assert.include(ok.choices[0]?.message.content ?? "", "hi")
       const premium = yield* Effect.promise(() =>
@@ -139,7 +147,7 @@ describe("virtual keys over HTTP", () => {
       // The request log names the key; no line ever holds a key. Every request has one request line,
       // the refused ones too (with the status and code they were answered with), a refused listing too.
       const requestLines = logs.lines.filter((line) => line.includes('"message":"request"'))
-      assert.strictEqual(requestLines.length, 6)
+      assert.strictEqual(requestLines.length, 7)
       assert.isTrue(requestLines.some((line) => line.includes('"key":"intern"')))
       assert.isTrue(requestLines.some((line) => line.includes('"key":"team-a"')))
       const refusals = requestLines
@@ -157,11 +165,12 @@ describe("virtual keys over HTTP", () => {
           ["WARN", null, null, 401, "missing_api_key"],
           ["WARN", null, null, 401, "invalid_api_key"],
           ["WARN", "intern", "premium", 403, "model_not_allowed"],
+          ["WARN", "intern", "gpt-9", 404, "model_not_found"],
           ["WARN", undefined, undefined, 401, "missing_api_key"]
         ]
       )
-      assert.strictEqual(refusals[3]?.annotations["route"], "GET /v1/models")
-      assert.strictEqual(refusals[3]?.annotations["request_id"], "list-1")
+      assert.strictEqual(refusals[4]?.annotations["route"], "GET /v1/models")
+      assert.strictEqual(refusals[4]?.annotations["request_id"], "list-1")
       for (const line of logs.lines) {
         assert.notInclude(line, teamKey)
         assert.notInclude(line, internKey)

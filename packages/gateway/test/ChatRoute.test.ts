@@ -29,6 +29,45 @@ describe("ChatRoute", () => {
       }).pipe(quiet)
     )
 
+    it.live("continues a conversation whose previous answer is sent back as it came (refusal: null included)", () =>
+      Effect.gen(function* () {
+        const fake = yield* FakeUpstream.make()
+        const { url } = yield* startGateway(fakeConfig({ primary: fake }, { chat: { upstream: "primary" } }))
+        const first = yield* Effect.promise(() => client(url).chat.completions.create(chatBody("first")))
+        const previous = first.choices[0]!.message
+        assert.isTrue("refusal" in previous, "the answer's message carries refusal, as OpenAI's do")
+        const second = yield* Effect.promise(() =>
+          client(url).chat.completions.create({
+            model: "chat",
+            messages: [{ role: "user", content: "first" }, previous, { role: "user", content: "second" }]
+          })
+        )
+        assert.strictEqual(second.choices[0]?.message.content, "echo: second")
+      }).pipe(quiet)
+    )
+
+    it.live("model and upstream names that are not printable ASCII reach the headers percent-encoded", () =>
+      Effect.gen(function* () {
+        const fake = yield* FakeUpstream.make()
+        const { url } = yield* startGateway(fakeConfig({ 上游: fake }, { 聊天: { upstream: "上游" } }))
+        const { data, response } = yield* Effect.promise(() =>
+          client(url).chat.completions.create(chatBody("hi", "聊天")).withResponse()
+        )
+        assert.strictEqual(data.choices[0]?.message.content, "echo: hi")
+        assert.strictEqual(decodeURIComponent(response.headers.get("x-roadcar-model") ?? ""), "聊天")
+        assert.strictEqual(decodeURIComponent(response.headers.get("x-roadcar-upstream") ?? ""), "上游")
+        const streamed = yield* Effect.promise(() =>
+          fetch(`${url}/v1/chat/completions`, {
+            method: "POST",
+            headers: { "content-type": "application/json" },
+            body: JSON.stringify({ ...chatBody("hi", "聊天"), stream: true })
+          })
+        )
+        assert.strictEqual(streamed.status, 200)
+        assert.include(yield* Effect.promise(() => streamed.text()), "data: [DONE]")
+      }).pipe(quiet)
+    )
+
     it.live("honours a sane x-request-id and replaces one that is not", () =>
       Effect.gen(function* () {
         const { url } = yield* startGateway({})
