@@ -386,26 +386,47 @@ export const make = <const O extends Options>(
     // the span of the request whose call caused them.
     const lastTransition = new Map<string, { seq: number; from: string; to: string }>()
     let transitionSeq = 0
+    const onTransition = (upstream: string, from: string, to: string, why?: string) => {
+      lastTransition.set(upstream, { seq: ++transitionSeq, from, to })
+      const line = Effect.logWarning(`circuit ${from} -> ${to}${why === undefined ? "" : ` (${why})`}`).pipe(
+        Effect.annotateLogs({ upstream, circuit: to }),
+        Effect.andThen(
+          Metric.update(
+            Metric.withAttributes(Metrics.breakerState, { upstream }),
+            to === "Open" ? 2 : to === "HalfOpen" ? 1 : 0
+          )
+        )
+      )
+      if (to === "Open") return Effect.andThen(line, monitor.breakerOpened(upstream))
+      if (to === "Closed") return Effect.andThen(line, monitor.breakerClosed(upstream))
+      return line
+    }
     yield* breaker.transitions.pipe(
       Stream.runForEach((transition) => {
         const upstream = Breaker.upstreamOf(transition.key)
         if (!upstreamByName.has(upstream)) return Effect.void
-        lastTransition.set(upstream, { seq: ++transitionSeq, from: transition.from, to: transition.to })
-        const line = Effect.logWarning(`circuit ${transition.from} -> ${transition.to}`).pipe(
-          Effect.annotateLogs({ upstream, circuit: transition.to }),
-          Effect.andThen(
-            Metric.update(
-              Metric.withAttributes(Metrics.breakerState, { upstream }),
-              transition.to === "Open" ? 2 : transition.to === "HalfOpen" ? 1 : 0
-            )
-          )
-        )
-        if (transition.to === "Open") return Effect.andThen(line, monitor.breakerOpened(upstream))
-        if (transition.to === "Closed") return Effect.andThen(line, monitor.breakerClosed(upstream))
-        return line
+        return onTransition(upstream, transition.from, transition.to)
       }),
       Effect.forkScoped
     )
+    // A circuit left open, then idle, is forgotten by the breaker without a transition (asked again it
+    // is Closed): every minute, the circuits last seen open or half-open are asked for their state, and
+    // one now Closed is taken as closed (its log line, gauge, and the monitor's breaker_open resolved),
+    // or its alert would be raised again every cool-down for good.
+    const reconcile = Effect.suspend(() =>
+      Effect.forEach(
+        [...lastTransition].filter(([, last]) => last.to !== "Closed"),
+        ([upstream]) =>
+          Effect.flatMap(breaker.state(upstream), (state) => {
+            const last = lastTransition.get(upstream)
+            return state._tag === "Closed" && last !== undefined && last.to !== "Closed"
+              ? onTransition(upstream, last.to, "Closed", "the breaker reports it closed")
+              : Effect.void
+          }),
+        { discard: true }
+      )
+    )
+    yield* reconcile.pipe(Effect.delay("1 minute"), Effect.forever, Effect.forkScoped)
     yield* Effect.yieldNow // the subscriber is subscribed before any call can open a circuit
 
     // --- per-upstream labels -------------------------------------------------------------------
@@ -1050,67 +1071,71 @@ export const make = <const O extends Options>(
     // every Effect step and span costs on every request.
     const complete = (request: ChatRequest, callOptions?: CallOptions): Effect.Effect<Answer, ErrorOf<O>> =>
       withChildSpan(
-        Effect.withFiber((fiber) => {
-          const begun = begin(fiber, request, callOptions)
-          const state = begun.state
-          const admission: Admission = {}
-          const compute = runChain(
-            state,
-            request,
-            (upstream, upstreamRequest) => completeAttempt(state, upstream, upstreamRequest),
-            toEntry
-          )
-          const looked: Effect.Effect<CacheLookup, UpstreamError> =
-            cache._tag === "Some"
-              ? withChildSpan(
-                  // `fiber` is this request's: inside the cache span, its current span is that span.
-                  Effect.map(cache.value.lookup(request, compute), (found) => {
-                    recordCache(fiber, found.hit)
-                    return found
-                  }),
-                  "roadcar.cache"
+        // Begun (counted in flight, announced to the monitor) and finished under one mask: an
+        // interruption cannot fall between the two and leave the request in flight for good.
+        Effect.uninterruptibleMask((restore) =>
+          Effect.withFiber((fiber) => {
+            const begun = begin(fiber, request, callOptions)
+            const state = begun.state
+            const admission: Admission = {}
+            const compute = runChain(
+              state,
+              request,
+              (upstream, upstreamRequest) => completeAttempt(state, upstream, upstreamRequest),
+              toEntry
+            )
+            const looked: Effect.Effect<CacheLookup, UpstreamError> =
+              cache._tag === "Some"
+                ? withChildSpan(
+                    // `fiber` is this request's: inside the cache span, its current span is that span.
+                    Effect.map(cache.value.lookup(request, compute), (found) => {
+                      recordCache(fiber, found.hit)
+                      return found
+                    }),
+                    "roadcar.cache"
+                  )
+                : Effect.map(compute, (entry) => ({ entry, hit: false }))
+            const answered = Effect.map(
+              looked,
+              ({ entry, hit }): Answer => ({
+                response: entry.response,
+                meta: metaOf(state, upstreamByName.get(entry.upstream), hit)
+              })
+            )
+            let run: Effect.Effect<Answer, Refusal | UpstreamError> = Effect.andThen(
+              admit(request, begun.identity, admission),
+              answered
+            )
+            if (options.staticAnswer !== undefined) {
+              run = Effect.catchTag(
+                run,
+                "UpstreamError",
+                staticFallback(
+                  state,
+                  request,
+                  (response): Answer => ({ response, meta: metaOf(state, undefined, false) })
                 )
-              : Effect.map(compute, (entry) => ({ entry, hit: false }))
-          const answered = Effect.map(
-            looked,
-            ({ entry, hit }): Answer => ({
-              response: entry.response,
-              meta: metaOf(state, upstreamByName.get(entry.upstream), hit)
-            })
-          )
-          let run: Effect.Effect<Answer, Refusal | UpstreamError> = Effect.andThen(
-            admit(request, begun.identity, admission),
-            answered
-          )
-          if (options.staticAnswer !== undefined) {
-            run = Effect.catchTag(
-              run,
-              "UpstreamError",
-              staticFallback(
-                state,
-                request,
-                (response): Answer => ({ response, meta: metaOf(state, undefined, false) })
+              )
+            }
+            return Effect.andThen(
+              begun.announce,
+              Effect.onExit(restore(run), (exit) =>
+                Exit.isSuccess(exit)
+                  ? finish(
+                      begun,
+                      admission,
+                      {
+                        meta: exit.value.meta,
+                        usage: exit.value.meta.cacheHit ? undefined : exit.value.response.usage,
+                        answeredModel: exit.value.response.model
+                      },
+                      undefined
+                    )
+                  : finish(begun, admission, undefined, exit.cause)
               )
             )
-          }
-          return Effect.andThen(
-            begun.announce,
-            Effect.onExit(run, (exit) =>
-              Exit.isSuccess(exit)
-                ? finish(
-                    begun,
-                    admission,
-                    {
-                      meta: exit.value.meta,
-                      usage: exit.value.meta.cacheHit ? undefined : exit.value.response.usage,
-                      answeredModel: exit.value.response.model
-                    },
-                    undefined
-                  )
-                : finish(begun, admission, undefined, exit.cause)
-            )
-          )
-        }),
+          })
+        ),
         "roadcar.pipeline",
         { attributes: { "gen_ai.request.model": request.model } }
       ) as Effect.Effect<Answer, ErrorOf<O>>
@@ -1123,14 +1148,10 @@ export const make = <const O extends Options>(
     ): Effect.Effect<StreamAnswer, ErrorOf<O>, Scope.Scope> =>
       Effect.gen(function* () {
         const scope = yield* Effect.scope
-        // Kept for as long as the stream is open, so without the (already run) notice.
-        const begun = yield* Effect.withFiber((fiber) => {
-          const started = begin(fiber, request, callOptions)
-          return Effect.as(started.announce, { ...started, announce: Effect.void })
-        })
-        const state = begun.state
         const admission: Admission = {}
         let finished = false
+        // Kept for as long as the stream is open, so without the (already run) notice.
+        let begun!: Begun
         const finishOnce = (exit: Exit.Exit<Finished, unknown>) =>
           Effect.suspend(() => {
             if (finished) return Effect.void
@@ -1139,12 +1160,25 @@ export const make = <const O extends Options>(
               ? finish(begun, admission, exit.value, undefined)
               : finish(begun, admission, undefined, exit.cause)
           })
-        // A stream whose chunks are never run to the end still gets its log line and its
+        // Begun and given its finalizer in one uninterruptible step: a stream whose chunks are never
+        // run to the end (or whose caller is interrupted right away) still gets its log line and its
         // reservation settled when the caller's scope closes.
-        yield* Scope.addFinalizer(
-          scope,
-          Effect.suspend(() => finishOnce(Exit.fail(new Error("the stream was closed before it was read to the end"))))
+        yield* Effect.uninterruptible(
+          Effect.withFiber((fiber) => {
+            const started = begin(fiber, request, callOptions)
+            begun = { ...started, announce: Effect.void }
+            return Effect.andThen(
+              started.announce,
+              Scope.addFinalizer(
+                scope,
+                Effect.suspend(() =>
+                  finishOnce(Exit.fail(new Error("the stream was closed before it was read to the end")))
+                )
+              )
+            )
+          })
         )
+        const state = begun.state
         const opened = Effect.gen(function* () {
           yield* admit(request, begun.identity, admission)
           if (cache._tag === "Some") {

@@ -1,5 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import {
+  AlertSink,
   Breaker,
   type ChatCompletion,
   Monitor,
@@ -246,6 +247,50 @@ describe("Pipeline", () => {
         }
       }).pipe(Effect.scoped, Effect.provide(Stages))
     )
+  })
+
+  describe("breaker alerts", () => {
+    it.effect("a circuit left open and forgotten while idle resolves its breaker_open alert", () => {
+      const alerts: Array<string> = []
+      return Effect.gen(function* () {
+        const primary = scripted(
+          "primary",
+          Array.from({ length: 5 }, () => unavailable)
+        )
+        const pipeline = yield* Pipeline.make({
+          steps: [{ upstream: primary, retry: { attempts: 1 } }],
+          staticAnswer: "static"
+        })
+        for (let i = 0; i < 5; i++) yield* pipeline.complete(request(`fail ${i}`))
+        for (let i = 0; i < 10; i++) yield* Effect.yieldNow
+        assert.deepStrictEqual(alerts, ["Raised breaker_open primary"])
+        // Nothing calls primary again: after an hour idle the breaker forgets the open circuit, with
+        // no transition of its own; within a minute the pipeline sees it closed and the alert resolves.
+        for (let minute = 0; minute < 180; minute++) yield* TestClock.adjust("1 minute")
+        const breaker = yield* Breaker.Breaker
+        assert.strictEqual((yield* breaker.state("primary"))._tag, "Closed")
+        assert.deepStrictEqual(alerts.slice(-1), ["Resolved breaker_open primary"])
+        assert.isAtMost(
+          alerts.filter((alert) => alert.startsWith("Raised")).length,
+          13,
+          "not raised every cool-down for good"
+        )
+        const raisedAfterResolve = alerts.slice(alerts.indexOf("Resolved breaker_open primary") + 1)
+        assert.deepStrictEqual(raisedAfterResolve, [])
+      }).pipe(
+        Effect.scoped,
+        Effect.provide(
+          Layer.mergeAll(
+            Breaker.layerMemory(),
+            Monitor.layer().pipe(
+              Layer.provide(
+                AlertSink.layerCallback((alert) => void alerts.push(`${alert._tag} ${alert.rule} ${alert.subject}`))
+              )
+            )
+          )
+        )
+      )
+    })
   })
 
   describe("cache", () => {
