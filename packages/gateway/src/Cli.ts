@@ -13,7 +13,7 @@
 
 import * as Fs from "node:fs"
 import { RequestLog, type RoadcarConfig } from "@roadcar/core"
-import { Telemetry } from "@roadcar/opentelemetry"
+import { Telemetry, TelemetryEnv } from "@roadcar/opentelemetry"
 import * as Cause from "effect/Cause"
 import * as Console from "effect/Console"
 import * as Effect from "effect/Effect"
@@ -160,7 +160,13 @@ const checkConfig = (flag: string | undefined, environment: Environment) =>
     const { config, source } = yield* GatewayConfig.load({ flag, env: environment.env, cwd: environment.cwd })
     const problems = GatewayConfig.missingSecrets(config, environment.env)
     const settings = GatewayConfig.serverSettings(config, environment.env)
-    const all = [...problems, ...(Result.isFailure(settings) ? settings.failure.problems : [])]
+    // The same OTEL_* parse `serve` runs (Telemetry.layerFromEnv), so a value that stops serve fails here too.
+    const telemetry = TelemetryEnv.parse(environment.env)
+    const all = [
+      ...problems,
+      ...(Result.isFailure(settings) ? settings.failure.problems : []),
+      ...(Result.isFailure(telemetry) ? [telemetry.failure.message] : [])
+    ]
     if (all.length > 0) {
       yield* Console.error(
         `roadcar: invalid configuration in ${GatewayConfig.describeSource(source)}:\n${all.map((p) => `  - ${p}`).join("\n")}`

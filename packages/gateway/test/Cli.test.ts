@@ -133,6 +133,52 @@ describe("Cli.run", () => {
     })
   )
 
+  it.effect("check-config checks the OTEL_* variables as serve does, never printing a header value", () =>
+    Effect.gen(function* () {
+      const dir = tempDir()
+      const otel = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318" }
+      assert.strictEqual(
+        yield* Cli.main(["check-config"], environment(dir, { ...otel, OTEL_TRACES_SAMPLER: "bogus" })),
+        1
+      )
+      assert.strictEqual(
+        yield* Cli.main(
+          ["check-config"],
+          environment(dir, {
+            ...otel,
+            OTEL_TRACES_SAMPLER: "traceidratio",
+            OTEL_TRACES_SAMPLER_ARG: "2",
+            OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer%0Asupersecret"
+          })
+        ),
+        1
+      )
+      const output = (yield* TestConsole.errorLines).map(String).join("\n")
+      assert.include(output, "invalid configuration in the built-in defaults")
+      assert.match(output, /\n {2}- OTEL_TRACES_SAMPLER: "bogus" is not supported/)
+      assert.match(output, /\n {2}- OTEL_TRACES_SAMPLER_ARG: must be a number between 0 and 1/)
+      assert.notInclude(output, "supersecret")
+      assert.deepStrictEqual(yield* TestConsole.logLines, [])
+      assert.strictEqual(
+        yield* Cli.main(["check-config"], environment(dir, { ...otel, OTEL_TRACES_SAMPLER: "always_off" })),
+        0
+      )
+    })
+  )
+
+  it.effect("check-config refuses an OTEL_EXPORTER_OTLP_HEADERS value fetch cannot send, naming only the header", () =>
+    Effect.gen(function* () {
+      const env = {
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:4318",
+        OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer%0Asupersecret"
+      }
+      assert.strictEqual(yield* Cli.main(["check-config"], environment(tempDir(), env)), 1)
+      const output = (yield* TestConsole.errorLines).map(String).join("\n")
+      assert.match(output, /\n {2}- OTEL_EXPORTER_OTLP_HEADERS: the value of header "authorization" \(not shown\)/)
+      assert.notInclude(output, "supersecret")
+    })
+  )
+
   it.effect("check-config names a file it cannot read; ROADCAR_CONFIG is used when there is no flag", () =>
     Effect.gen(function* () {
       const dir = tempDir()

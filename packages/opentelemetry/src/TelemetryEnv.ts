@@ -134,6 +134,55 @@ type Parsed<A> = Result.Result<A, TelemetryEnvError>
 const fail = (variable: string, detail: string): Parsed<never> =>
   Result.fail(new TelemetryEnvError({ variable, detail }))
 
+// RFC 7230 `token`: the characters a header name may contain.
+const headerNameChar = /^[!#$%&'*+\-.^_`|~0-9A-Za-z]$/
+
+const codePoint = (char: string): string => `U+${char.codePointAt(0)!.toString(16).toUpperCase().padStart(4, "0")}`
+
+// What is wrong with a header value and how to fix it, without showing any of the value; `undefined` when
+// fetch can send it. A value is Latin-1 text without control characters (a tab inside is allowed, RFC 7230).
+const headerValueProblem = (value: string): string | undefined => {
+  for (const char of value) {
+    const code = char.codePointAt(0)!
+    if (code === 0x0a || code === 0x0d || (code < 0x20 && code !== 0x09) || code === 0x7f) {
+      return `contains the control character ${codePoint(char)}${code === 0x0a || code === 0x0d ? " (a line break)" : ""}; remove it (look for a stray %${code.toString(16).toUpperCase().padStart(2, "0")} or a literal one in the variable)`
+    }
+    if (code > 0xff) {
+      return "contains a character above U+00FF, which cannot be sent in an HTTP header; keep to ASCII (beware of pasted typographic quotes or dashes)"
+    }
+  }
+  return undefined
+}
+
+// `OTEL_EXPORTER_OTLP_HEADERS`, validated here: a header fetch refuses would otherwise fail every export
+// (with the value in the logged error) and turn telemetry off, instead of failing at start by its name.
+const headers = (env: Env): Parsed<Record<string, string>> => {
+  const variable = "OTEL_EXPORTER_OTLP_HEADERS"
+  const entries = parseKeyValues(present(env, variable))
+  for (const [name, value] of Object.entries(entries)) {
+    const chars = Array.from(name)
+    const bad = chars.findIndex((char) => !headerNameChar.test(char))
+    if (bad >= 0) {
+      // Only the valid start of the name is shown: "authorization: Bearer sk-1=" has a secret in its "name".
+      const char = chars[bad]!
+      const code = char.codePointAt(0)!
+      const what =
+        char === " " ? "a space" : code > 0x20 && code < 0x7f ? `"${char}"` : `the character ${codePoint(char)}`
+      const which = bad === 0 ? "a header name" : `the header name beginning "${chars.slice(0, bad).join("")}"`
+      return fail(
+        variable,
+        `${which} contains ${what}, which header names cannot contain (only letters, digits and !#$%&'*+-.^_\`|~); ` +
+          "write the headers as name=value,name2=value2 (the rest is not shown)"
+      )
+    }
+    const problem = headerValueProblem(value)
+    if (problem !== undefined) {
+      return fail(variable, `the value of header "${name}" (not shown) ${problem}`)
+    }
+  }
+  return Result.succeed(entries)
+}
+
 const url = (env: Env, name: string): Parsed<string | undefined> => {
   const value = present(env, name)
   if (value === undefined) return Result.succeed(undefined)
@@ -174,6 +223,17 @@ const protocol = (env: Env): Parsed<Telemetry.Protocol | undefined> => {
   return oneOf(env, "OTEL_EXPORTER_OTLP_PROTOCOL", ["http/protobuf", "http/json"])
 }
 
+// `Sampler.parse` messages start with the variable's name, which the error's message already shows.
+const samplerError = <A>(result: Result.Result<A, string>, variable: string): Parsed<A> =>
+  Result.mapError(
+    result,
+    (detail) =>
+      new TelemetryEnvError({
+        variable,
+        detail: detail.startsWith(`${variable} `) ? detail.slice(variable.length + 1) : detail
+      })
+  )
+
 // A signal is on when its exporter list allows OTLP and something asked for it.
 const signal = (list: ReadonlyArray<string> | undefined, requested: boolean): boolean =>
   list === undefined ? requested : list.includes("otlp")
@@ -193,7 +253,7 @@ const defined = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], un
  * | `OTEL_SDK_DISABLED` | `true` turns everything off |
  * | `OTEL_EXPORTER_OTLP_ENDPOINT` | base URL; traces and metrics go to `/v1/traces`, `/v1/metrics` (`http://localhost:4318`) |
  * | `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_ENDPOINT` | a signal's full URL, used as is |
- * | `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,...` sent with every export, e.g. an API key (never logged) |
+ * | `OTEL_EXPORTER_OTLP_HEADERS` | `key=value,...` sent with every export, e.g. an API key (never logged; a name or value fetch would refuse is an error naming the header) |
  * | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` or `http/json` (`http/protobuf`) |
  * | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` or `none` (`none`) |
  * | `OTEL_EXPORTER_OTLP_TIMEOUT` | ms per export request (10000) |
@@ -237,16 +297,19 @@ export const parse = (env: Env): Result.Result<Telemetry.Options | undefined, Te
     const logs = signal(logsExporter, false)
     if (!traces && !metrics && !logs) return undefined
 
-    const sampler = yield* Result.mapError(
-      Sampler.parse(present(env, "OTEL_TRACES_SAMPLER"), present(env, "OTEL_TRACES_SAMPLER_ARG")),
-      (detail) => new TelemetryEnvError({ variable: "OTEL_TRACES_SAMPLER", detail })
+    const samplerName = present(env, "OTEL_TRACES_SAMPLER")
+    // The name first (alone it cannot fail on the argument), then the argument: each error names its variable.
+    yield* samplerError(Sampler.parse(samplerName, undefined), "OTEL_TRACES_SAMPLER")
+    const sampler = yield* samplerError(
+      Sampler.parse(samplerName, present(env, "OTEL_TRACES_SAMPLER_ARG")),
+      "OTEL_TRACES_SAMPLER_ARG"
     )
     const attributes = parseKeyValues(present(env, "OTEL_RESOURCE_ATTRIBUTES"))
     const serviceName = present(env, "OTEL_SERVICE_NAME") ?? attributes["service.name"]
     const serviceVersion = attributes["service.version"]
     delete attributes["service.name"]
     delete attributes["service.version"]
-    const headers = parseKeyValues(present(env, "OTEL_EXPORTER_OTLP_HEADERS"))
+    const exportHeaders = yield* headers(env)
     const exportTimeout = yield* positiveInt(env, "OTEL_EXPORTER_OTLP_TIMEOUT")
     const tracesExportInterval = yield* positiveInt(env, "OTEL_BSP_SCHEDULE_DELAY")
     const metricsExportInterval = yield* positiveInt(env, "OTEL_METRIC_EXPORT_INTERVAL")
@@ -261,7 +324,7 @@ export const parse = (env: Env): Result.Result<Telemetry.Options | undefined, Te
       logsEndpoint,
       protocol: yield* protocol(env),
       compression: yield* oneOf(env, "OTEL_EXPORTER_OTLP_COMPRESSION", ["gzip", "none"]),
-      headers: Object.keys(headers).length > 0 ? headers : undefined,
+      headers: Object.keys(exportHeaders).length > 0 ? exportHeaders : undefined,
       serviceName,
       serviceVersion,
       resourceAttributes: Object.keys(attributes).length > 0 ? attributes : undefined,

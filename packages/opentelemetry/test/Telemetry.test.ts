@@ -559,6 +559,26 @@ describe("Telemetry", () => {
         assert.strictEqual(error.variable, "OTEL_TRACES_SAMPLER")
       })
     )
+    it.effect("fails at start on a header fetch would refuse, naming it, with the secret in no log", () => {
+      const logs = captureLogs()
+      return Effect.gen(function* () {
+        const error = yield* Effect.flip(
+          Effect.void.pipe(
+            Effect.provide(Telemetry.layerFromEnv()),
+            Effect.provide(
+              fromEnv({
+                OTEL_EXPORTER_OTLP_ENDPOINT: "http://127.0.0.1:9",
+                OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer%0Asupersecret"
+              })
+            )
+          )
+        )
+        assert.strictEqual(error._tag, "TelemetryEnvError")
+        assert.strictEqual(error.variable, "OTEL_EXPORTER_OTLP_HEADERS")
+        assert.include(error.message, '"authorization"')
+        assert.notInclude([error.message, JSON.stringify(error), ...logs.lines].join("\n"), "supersecret")
+      }).pipe(Effect.provide(logs.layer))
+    })
   })
 
   describe("layer", () => {

@@ -133,6 +133,69 @@ describe("TelemetryEnv", () => {
     })
   })
 
+  describe("OTEL_EXPORTER_OTLP_HEADERS", () => {
+    const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }
+    const headerFailure = (headers: string) => failure({ ...base, OTEL_EXPORTER_OTLP_HEADERS: headers })
+
+    it("refuses a value fetch cannot send, naming the header but never the value", () => {
+      for (const [headers, expected] of [
+        ["authorization=Bearer%0Asupersecret", "U+000A (a line break)"],
+        ["x-team=abc,authorization=Bearer\nsupersecret", "U+000A (a line break)"],
+        ["authorization=Bearer%0D%0Asupersecret", "U+000D (a line break)"],
+        ["authorization=supersecret%00", "U+0000"],
+        ["authorization=supersecret%7F", "U+007F"],
+        ["authorization=Bearer %E2%80%9Csupersecret%E2%80%9D", "above U+00FF"]
+      ] as const) {
+        const error = headerFailure(headers)
+        assert.strictEqual(error.variable, "OTEL_EXPORTER_OTLP_HEADERS", headers)
+        assert.include(error.message, 'OTEL_EXPORTER_OTLP_HEADERS: the value of header "authorization"', headers)
+        assert.include(error.message, expected, headers)
+        assert.notInclude(`${error.message} ${JSON.stringify(error)}`, "supersecret", headers)
+        assert.notInclude(error.message, "Bearer", headers)
+      }
+    })
+
+    it("refuses a name that is not an RFC 7230 token, showing only its valid start", () => {
+      const colon = headerFailure("authorization: Bearer supersecret=x")
+      assert.strictEqual(colon.variable, "OTEL_EXPORTER_OTLP_HEADERS")
+      assert.include(colon.message, 'the header name beginning "authorization" contains ":"')
+      assert.include(colon.message, "name=value")
+      assert.notInclude(`${colon.message} ${JSON.stringify(colon)}`, "supersecret")
+      assert.include(headerFailure("api key=supersecret").message, 'the header name beginning "api" contains a space')
+      assert.include(headerFailure("%0Aapi-key=supersecret").message, "a header name contains the character U+000A")
+      assert.include(headerFailure("clé=1").message, 'beginning "cl" contains the character U+00E9')
+    })
+
+    it("accepts every token character in names and tabs and Latin-1 in values", () => {
+      assert.deepStrictEqual(
+        parsed({ ...base, OTEL_EXPORTER_OTLP_HEADERS: "x-a!#$%25&'*+.^_`|~9=a%09b,x-latin=caf%C3%A9,x-empty=" })
+          ?.headers,
+        { "x-a!#$%&'*+.^_`|~9": "a\tb", "x-latin": "café", "x-empty": "" }
+      )
+    })
+
+    it("is not checked when no export is requested", () => {
+      assert.isUndefined(parsed({ OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer%0Asupersecret" }))
+    })
+  })
+
+  describe("OTEL_TRACES_SAMPLER", () => {
+    const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }
+
+    it("names OTEL_TRACES_SAMPLER_ARG for a bad ratio, and OTEL_TRACES_SAMPLER for a bad name, once", () => {
+      const ratio = failure({ ...base, OTEL_TRACES_SAMPLER: "traceidratio", OTEL_TRACES_SAMPLER_ARG: "2" })
+      assert.strictEqual(ratio.variable, "OTEL_TRACES_SAMPLER_ARG")
+      assert.strictEqual(ratio.message, 'OTEL_TRACES_SAMPLER_ARG: must be a number between 0 and 1, got "2"')
+      const name = failure({ ...base, OTEL_TRACES_SAMPLER: "bogus", OTEL_TRACES_SAMPLER_ARG: "2" })
+      assert.strictEqual(name.variable, "OTEL_TRACES_SAMPLER")
+      assert.match(name.message, /^OTEL_TRACES_SAMPLER: "bogus" is not supported \(always_on, /)
+      assert.deepStrictEqual(
+        parsed({ ...base, OTEL_TRACES_SAMPLER: "always_on", OTEL_TRACES_SAMPLER_ARG: "not used" })?.sampler,
+        Sampler.alwaysOn
+      )
+    })
+  })
+
   describe("parseKeyValues", () => {
     it("trims, percent-decodes, skips malformed entries and keeps the last of a repeated key", () => {
       assert.deepStrictEqual(TelemetryEnv.parseKeyValues(" a = 1 ,b=%E2%9C%93,=x,c,a=2,d=,e=%zz"), {
