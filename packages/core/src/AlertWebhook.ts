@@ -8,7 +8,8 @@
  * full); a fiber in the sink's scope delivers them one at a time, in order, with a timeout per POST
  * and retries with exponential backoff and jitter on network errors, timeouts, 429 (honouring
  * `Retry-After`) and 5xx. A dead webhook therefore never slows the monitor, let alone a request.
- * The webhook URL is a secret: it is never logged and the HTTP client records no span for it.
+ * The webhook URL and the `Redacted` headers are secrets: they are never logged and the HTTP client
+ * records no span for them.
  *
  * @since 0.1.0
  */
@@ -188,6 +189,37 @@ const annotations = (alert: Alert): Record<string, unknown> => ({
 
 const isPositive = (value: Duration.Duration): boolean => Duration.toMillis(value) > 0
 
+const decodeSafe = (text: string): string => {
+  try {
+    return decodeURIComponent(text.replace(/\+/g, " "))
+  } catch {
+    return text
+  }
+}
+
+/**
+ * What must never be logged: the URL, its path, its credentials and every query parameter value (as
+ * written and decoded), and every redacted header value (whole, and its credential after a scheme
+ * such as `Bearer`).
+ */
+const secretsOf = (url: string, redactedHeaders: ReadonlyArray<string>): ReadonlyArray<string> => {
+  const parsed = new URL(url)
+  const secrets = [url, parsed.pathname, parsed.username, parsed.password, decodeSafe(parsed.password)]
+  for (const pair of parsed.search.replace(/^\?/, "").split("&")) {
+    const at = pair.indexOf("=")
+    if (at < 0) continue
+    const raw = pair.slice(at + 1)
+    secrets.push(raw, decodeSafe(raw))
+  }
+  for (const value of parsed.searchParams.values()) secrets.push(value)
+  for (const value of redactedHeaders) {
+    secrets.push(value)
+    const credential = /^[A-Za-z][\w.+-]*\s+(\S.*)$/.exec(value.trim())?.[1]
+    if (credential !== undefined) secrets.push(credential)
+  }
+  return secrets.map((secret) => secret.trim())
+}
+
 /** `850ms`, `1.02s`, `30s`: short and readable in a log line (jittered delays are fractional). */
 const formatDuration = (value: Duration.Duration): string => {
   const millis = Duration.toMillis(value)
@@ -206,7 +238,8 @@ const formatDuration = (value: Duration.Duration): string => {
  *   is waited for, up to `maxDelay`. After `maxAttempts` the alert is dropped with one warning.
  * - Any other status (400, 403, 404, ...) is not retried: one warning names the status and the
  *   start of the answer (Slack answers `invalid_payload`, `no_service`, ...).
- * - No log line contains the URL, and the POSTs record no HTTP client span (its attributes would).
+ * - No log line contains the URL (nor its path or query parameter values) or a `Redacted` header
+ *   value, even when the receiver echoes them; the POSTs record no HTTP client span (its attributes would).
  * - Dies with a `RangeError` on invalid options (the URL is not quoted).
  *
  * **Example** (Alerts to Slack and to the log)
@@ -262,14 +295,23 @@ export const make: (
   const queue = yield* Queue.bounded<Alert>(capacity)
   yield* Effect.addFinalizer(() => Queue.shutdown(queue))
 
-  // Everything logged goes through `scrub`, in case a receiver echoes its own URL back.
-  const secrets = [url, new URL(url).pathname].filter((secret) => secret.length > 1)
-  const scrub = (value: string): string => secrets.reduce((acc, secret) => acc.split(secret).join("<redacted>"), value)
-
   const headers: Record<string, string> = {}
+  const redactedHeaders: Array<string> = []
   for (const [name, value] of Object.entries(options.headers ?? {})) {
-    headers[name] = Redacted.isRedacted(value) ? Redacted.value(value) : value
+    if (Redacted.isRedacted(value)) {
+      headers[name] = Redacted.value(value)
+      redactedHeaders.push(headers[name])
+    } else {
+      headers[name] = value
+    }
   }
+
+  // Everything logged goes through `scrub`, in case a receiver echoes back its own URL, a part of it
+  // (path, query parameter values, credentials) or a secret header (`invalid token: Bearer ...`).
+  const secrets = [...new Set(secretsOf(url, redactedHeaders))]
+    .filter((secret) => secret.length > 1)
+    .sort((a, b) => b.length - a.length) // longest first, so a secret containing another goes whole
+  const scrub = (value: string): string => secrets.reduce((acc, secret) => acc.split(secret).join("<redacted>"), value)
   const base = HttpClientRequest.post(url).pipe(HttpClientRequest.setHeaders(headers))
 
   // ---- one attempt -------------------------------------------------------------

@@ -25,24 +25,72 @@ import type * as UpstreamError from "./UpstreamError.ts"
 const durationHint = 'use a duration such as "250 millis", "30 seconds" or "5 minutes"'
 
 /**
+ * A duration text's milliseconds; `undefined` when it is not a finite duration of at least 0.
+ */
+const durationMillis = (text: string): number | undefined => {
+  try {
+    const duration = Duration.fromInputUnsafe(text as Duration.Input)
+    const millis = Duration.toMillis(duration)
+    return Duration.isFinite(duration) && millis >= 0 ? millis : undefined
+  } catch {
+    return undefined
+  }
+}
+
+/** A duration text that `accepts` (by its milliseconds); `tooShort` says why another is refused. */
+const durationFilter = (accepts: (millis: number) => boolean, tooShort: (text: string) => string) =>
+  Schema.makeFilter((text: string) => {
+    const millis = durationMillis(text)
+    if (millis === undefined) return `${durationHint}, got "${text}"`
+    return accepts(millis) ? true : tooShort(text)
+  })
+
+/**
  * A duration written as text (`"250 millis"`, `"30 seconds"`, `"5 minutes"`).
  *
  * @category schemas
  * @since 0.1.0
  */
 export const DurationText = Schema.String.check(
-  Schema.makeFilter((text: string) => {
-    try {
-      const duration = Duration.fromInputUnsafe(text as Duration.Input)
-      return Duration.isFinite(duration) && Duration.toMillis(duration) >= 0 ? true : `${durationHint}, got "${text}"`
-    } catch {
-      return `${durationHint}, got "${text}"`
-    }
-  })
+  durationFilter(
+    () => true,
+    (text) => `${durationHint}, got "${text}"`
+  )
+)
+
+/** A duration text above 0: a time limit or a window, which 0 would make fail or divide by. */
+const PositiveDurationText = Schema.String.check(
+  durationFilter(
+    (millis) => millis > 0,
+    (text) => `must be above 0; ${durationHint}, got "${text}"`
+  )
+)
+
+/**
+ * The shortest `monitor.coolDown`: the monitor re-checks its rules every second, so a shorter
+ * cool-down re-raises a still-firing alert at every check.
+ */
+const minimumCoolDownMs = 1_000
+
+const CoolDownText = Schema.String.check(
+  durationFilter(
+    (millis) => millis >= minimumCoolDownMs,
+    (text) =>
+      `must be at least 1 second (a rule raises at most once per cool-down and the monitor checks every second, so a shorter one repeats an alert at every check); use a duration such as "1 minute" or "5 minutes", got "${text}"`
+  )
 )
 
 const PositiveInt = Schema.Int.check(Schema.isGreaterThan(0))
 const Ratio = Schema.Number.check(Schema.isBetween({ minimum: 0, maximum: 1 }))
+
+/** A monitor rate threshold: a share of requests from 0 up to, not including, 1. */
+const RateThreshold = Schema.Number.check(
+  Schema.makeFilter((rate: number) =>
+    Number.isFinite(rate) && rate >= 0 && rate < 1
+      ? true
+      : `expected a share of requests from 0 up to but not including 1 (e.g. 0.2 for 20%), or false to turn the rule off, got ${rate}`
+  )
+)
 
 /**
  * A secret read from the environment: `{ "env": "OPENAI_API_KEY" }`.
@@ -201,10 +249,10 @@ export const RoadcarConfig = Schema.Struct({
   retry: Schema.optionalKey(Retry),
   timeouts: Schema.optionalKey(
     Schema.Struct({
-      attempt: Schema.optionalKey(DurationText),
-      firstChunk: Schema.optionalKey(DurationText),
-      chunkGap: Schema.optionalKey(DurationText),
-      total: Schema.optionalKey(DurationText)
+      attempt: Schema.optionalKey(PositiveDurationText),
+      firstChunk: Schema.optionalKey(PositiveDurationText),
+      chunkGap: Schema.optionalKey(PositiveDurationText),
+      total: Schema.optionalKey(PositiveDurationText)
     })
   ),
   breaker: Schema.optionalKey(
@@ -239,12 +287,12 @@ export const RoadcarConfig = Schema.Struct({
   ),
   monitor: Schema.optionalKey(
     Schema.Struct({
-      window: Schema.optionalKey(DurationText),
-      coolDown: Schema.optionalKey(DurationText),
+      window: Schema.optionalKey(PositiveDurationText),
+      coolDown: Schema.optionalKey(CoolDownText),
       slowRequest: Schema.optionalKey(Schema.Union([DurationText, Schema.Literal(false)])),
       hangingRequest: Schema.optionalKey(Schema.Union([DurationText, Schema.Literal(false)])),
-      errorRate: Schema.optionalKey(Schema.Union([Ratio, Schema.Literal(false)])),
-      fallbackRate: Schema.optionalKey(Schema.Union([Ratio, Schema.Literal(false)])),
+      errorRate: Schema.optionalKey(Schema.Union([RateThreshold, Schema.Literal(false)])),
+      fallbackRate: Schema.optionalKey(Schema.Union([RateThreshold, Schema.Literal(false)])),
       minimumRequests: Schema.optionalKey(PositiveInt),
       breakerOpen: Schema.optionalKey(Schema.Boolean),
       upstreamRateLimited: Schema.optionalKey(Schema.Union([PositiveInt, Schema.Literal(false)]))
@@ -307,7 +355,7 @@ export const RoadcarConfig = Schema.Struct({
       webhook: Schema.optionalKey(
         Schema.Struct({
           url: SecretRef,
-          timeout: Schema.optionalKey(DurationText),
+          timeout: Schema.optionalKey(PositiveDurationText),
           maxAttempts: Schema.optionalKey(Schema.Int.check(Schema.isBetween({ minimum: 1, maximum: 20 })))
         })
       )
@@ -514,6 +562,12 @@ const checkReferences = (config: RoadcarConfig): Array<string> => {
         `budgets.rules[${index}].cost: a cost budget needs "budgets.prices" (per million input and output tokens)`
       )
     }
+  }
+  const failureRate = config.breaker?.failureRate
+  if (failureRate !== undefined && failureRate.minimumCalls > failureRate.window) {
+    problems.push(
+      `breaker.failureRate.minimumCalls: ${failureRate.minimumCalls} is more than breaker.failureRate.window (${failureRate.window}), the number of recent calls the failure rate is computed over, so the rate could never be reached; set minimumCalls to at most ${failureRate.window} or window to at least ${failureRate.minimumCalls}`
+    )
   }
   for (const [name, upstream] of Object.entries(config.upstreams ?? {})) {
     if (upstream.provider !== "simulated" && upstream.model === undefined) {

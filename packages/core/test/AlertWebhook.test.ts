@@ -42,10 +42,14 @@ interface Received {
   readonly at: number
 }
 
-/** How the server answers one request; `"hang"` never answers (until `release`). */
-type Reply = { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string } | "hang"
+/**
+ * How the server answers one request; `"hang"` never answers (until `release`); a function answers
+ * from what the request carried (to echo it back).
+ */
+type Answer = { readonly status: number; readonly headers?: Record<string, string>; readonly body?: string } | "hang"
+type Reply = Answer | ((received: Received) => Answer)
 
-const ok: Reply = { status: 200, body: "ok" }
+const ok: Answer = { status: 200, body: "ok" }
 
 interface Server {
   readonly url: string
@@ -65,7 +69,7 @@ const webhookServer = (
     const received: Array<Received> = []
     const hanging: Array<Http.ServerResponse> = []
     let released = false
-    const answer = (reply: Reply, response: Http.ServerResponse) => {
+    const answer = (reply: Answer, response: Http.ServerResponse) => {
       if (reply === "hang" && !released) {
         hanging.push(response)
         return
@@ -85,7 +89,8 @@ const webhookServer = (
           body: Buffer.concat(parts).toString("utf8"),
           at: clock.currentTimeMillisUnsafe()
         })
-        answer(script[received.length - 1] ?? options.otherwise ?? ok, response)
+        const reply = script[received.length - 1] ?? options.otherwise ?? ok
+        answer(typeof reply === "function" ? reply(received[received.length - 1]!) : reply, response)
       })
     })
     const port = yield* Effect.acquireRelease(
@@ -513,6 +518,50 @@ describe("AlertWebhook", () => {
         assert.include(failed[0]!, "cannot render for <redacted>")
         assert.include(failed[0]!, "alert.subject=bad")
         assert.strictEqual(bodyOf(server.received[1]).alert.subject, "fine") // the worker went on
+        logs.assertNoSecret()
+      }).pipe(logs.provide)
+    })
+
+    it.effect("never logs a secret header or a query parameter of the URL, even when the receiver echoes them", () => {
+      const logs = captureLogs()
+      const token = "hdr-t0ken-value"
+      const apiKey = "api-k3y-value"
+      const query = "q-s3cret/value" // written percent-encoded in the URL
+      const echo =
+        (status: number): Reply =>
+        (received) => ({
+          status,
+          body: `invalid token: ${received.headers["authorization"]} (token ${token}), key ${received.headers["x-api-key"]}, query ${decodeURIComponent(received.path)} ${received.path}`
+        })
+      return Effect.gen(function* () {
+        const server = yield* webhookServer([echo(503), echo(401)])
+        const sink = yield* makeSink({
+          url: Redacted.make(`${server.url}?code=${encodeURIComponent(query)}&channel=x`),
+          headers: {
+            authorization: Redacted.make(`Bearer ${token}`),
+            "x-api-key": Redacted.make(apiKey),
+            "x-plain": "visible"
+          }
+        })
+        yield* sink.send(alert())
+        yield* eventually("the retry log", () => logs.matching("Debug", "attempt 1 failed (HTTP 503").length === 1)
+        yield* TestClock.adjust("2 seconds")
+        yield* eventually("the warning", () => logs.matching("Warn", "AlertWebhook").length === 1)
+
+        // The receiver really got (and echoed) the secrets...
+        assert.strictEqual(server.received.length, 2)
+        assert.strictEqual(server.received[0]!.headers["authorization"], `Bearer ${token}`)
+        assert.strictEqual(server.received[0]!.headers["x-api-key"], apiKey)
+        assert.include(server.received[0]!.path, encodeURIComponent(query))
+        // ...but no log line shows them.
+        assert.include(
+          logs.matching("Warn", "AlertWebhook")[0]!,
+          "the webhook refused the alert (HTTP 401: invalid token: <redacted> (token <redacted>), key <redacted>, query <redacted>"
+        )
+        assert.include(logs.matching("Debug", "AlertWebhook")[0]!, "HTTP 503: invalid token: <redacted>")
+        for (const line of logs.lines) {
+          for (const secret of [token, apiKey, query, encodeURIComponent(query)]) assert.notInclude(line.text, secret)
+        }
         logs.assertNoSecret()
       }).pipe(logs.provide)
     })

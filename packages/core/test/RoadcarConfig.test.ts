@@ -1,5 +1,5 @@
 import { assert, describe, it } from "@effect/vitest"
-import { AlertSink, RateLimit, Roadcar, RoadcarConfig } from "@roadcar/core"
+import { AlertSink, Breaker, Monitor, RateLimit, Roadcar, RoadcarConfig } from "@roadcar/core"
 import { ConfigProvider, Context, Effect, Fiber, Layer, Option } from "effect"
 import { FetchHttpClient } from "effect/http"
 import { TestClock } from "effect/testing"
@@ -27,6 +27,64 @@ describe("RoadcarConfig", () => {
       const [provider] = yield* problemsOf({ upstreams: { x: { provider: "gemini", model: "m" } } })
       assert.match(provider!, /^upstreams\.x\.provider: expected one of "simulated" \| "openai".*got "gemini"$/)
     })
+  )
+
+  it.effect("refuses values the stages would reject at startup, naming the field, the value and the fix", () =>
+    Effect.gen(function* () {
+      const aboveZero = (field: string) =>
+        `${field}: must be above 0; use a duration such as "250 millis", "30 seconds" or "5 minutes", got "0 millis"`
+      const share = (field: string, value: number) =>
+        `${field}: expected a share of requests from 0 up to but not including 1 (e.g. 0.2 for 20%), or false to turn the rule off, got ${value}`
+      assert.deepStrictEqual(yield* problemsOf({ monitor: { errorRate: 1, fallbackRate: 1 } }), [
+        share("monitor.errorRate", 1),
+        share("monitor.fallbackRate", 1)
+      ])
+      assert.deepStrictEqual(yield* problemsOf({ monitor: { errorRate: -0.1 } }), [share("monitor.errorRate", -0.1)])
+      assert.deepStrictEqual(yield* problemsOf({ monitor: { window: "0 millis" } }), [aboveZero("monitor.window")])
+      assert.deepStrictEqual(
+        yield* problemsOf({ alerts: { webhook: { url: { env: "HOOK" }, timeout: "0 millis" } } }),
+        [aboveZero("alerts.webhook.timeout")]
+      )
+      assert.deepStrictEqual(
+        yield* problemsOf({
+          timeouts: { attempt: "0 millis", firstChunk: "0 millis", chunkGap: "0 millis", total: "0 millis" }
+        }),
+        ["timeouts.attempt", "timeouts.firstChunk", "timeouts.chunkGap", "timeouts.total"].map(aboveZero)
+      )
+      for (const coolDown of ["0 millis", "999 millis"]) {
+        assert.deepStrictEqual(yield* problemsOf({ monitor: { coolDown } }), [
+          `monitor.coolDown: must be at least 1 second (a rule raises at most once per cool-down and the monitor checks every second, so a shorter one repeats an alert at every check); use a duration such as "1 minute" or "5 minutes", got "${coolDown}"`
+        ])
+      }
+      assert.deepStrictEqual(
+        yield* problemsOf({ breaker: { failureRate: { threshold: 0.5, window: 5, minimumCalls: 10 } } }),
+        [
+          "breaker.failureRate.minimumCalls: 10 is more than breaker.failureRate.window (5), the number of recent calls the failure rate is computed over, so the rate could never be reached; set minimumCalls to at most 5 or window to at least 10"
+        ]
+      )
+      // The limits themselves are accepted, and still a bad duration says only what a duration is.
+      yield* RoadcarConfig.decode({
+        monitor: { errorRate: 0, fallbackRate: 0.99, window: "1 millis", coolDown: "1 second" },
+        timeouts: { attempt: "1 millis" },
+        breaker: { failureRate: { threshold: 1, window: 5, minimumCalls: 5 } },
+        alerts: { webhook: { url: { env: "HOOK" }, timeout: "1 millis" } }
+      })
+      assert.deepStrictEqual(yield* problemsOf({ monitor: { coolDown: "soon" } }), [
+        'monitor.coolDown: use a duration such as "250 millis", "30 seconds" or "5 minutes", got "soon"'
+      ])
+    })
+  )
+
+  it.effect("builds the stages of every config it accepts at the limits", () =>
+    Effect.gen(function* () {
+      const config = yield* RoadcarConfig.decode({
+        monitor: { errorRate: 0.99, fallbackRate: 0, window: "1 millis", coolDown: "1 second" },
+        breaker: { failureRate: { threshold: 1, window: 5, minimumCalls: 5 } }
+      })
+      const stages = yield* Layer.build(Roadcar.layerStages(config, { sink: AlertSink.layerLog }))
+      assert.isTrue(Option.isSome(Context.getOption(stages, Monitor.Monitor)))
+      assert.isTrue(Option.isSome(Context.getOption(stages, Breaker.Breaker)))
+    }).pipe(Effect.scoped, Effect.provide(FetchHttpClient.layer))
   )
 
   it.effect("suggests the field meant by an unknown one", () =>
