@@ -177,7 +177,8 @@ export const read = (source: Source): Effect.Effect<Loaded, RoadcarConfig.Config
         problems: [`cannot read the config file ${path}: ${readError(error)}`]
       })
   }).pipe(
-    Effect.flatMap((text) => RoadcarConfig.decodeJson(text, path)),
+    // A byte-order mark (some Windows editors write one) is not part of the JSON.
+    Effect.flatMap((text) => RoadcarConfig.decodeJson(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text, path)),
     Effect.map((config) => ({ config, source }))
   )
 }

@@ -3,8 +3,9 @@
  *
  * Routes: `POST /v1/chat/completions` (`ChatRoute`), `GET /v1/models` (the public models the caller's
  * key may use, OpenAI list shape), `GET /health` (alive), `GET /ready` (200 when every model has an
- * upstream whose circuit is not open, else 503 naming them), `GET /metrics` (Prometheus text); any
- * other path is a 404 and a known path with the wrong method a 405, both as OpenAI error JSON.
+ * upstream whose circuit is not open, else 503 naming them), `GET /metrics` (Prometheus text), each
+ * `GET` also as `HEAD`; any other path is a 404 and a known path with the wrong method a 405, both as
+ * OpenAI error JSON.
  * `layer` serves them with `@effect/platform-node` on the resolved host and port and drains in-flight
  * requests (streams included) for up to `server.drainTimeout` when its scope closes (SIGTERM under
  * `NodeRuntime.runMain`). `start` builds the layer in the current scope and returns the URL: the
@@ -51,10 +52,10 @@ import * as GatewayError from "./GatewayError.ts"
  */
 export const routes: Readonly<Record<string, ReadonlyArray<string>>> = {
   "/v1/chat/completions": ["POST"],
-  "/v1/models": ["GET"],
-  "/health": ["GET"],
-  "/ready": ["GET"],
-  "/metrics": ["GET"]
+  "/v1/models": ["GET", "HEAD"],
+  "/health": ["GET", "HEAD"],
+  "/ready": ["GET", "HEAD"],
+  "/metrics": ["GET", "HEAD"]
 }
 
 const pathOf = (url: string): string => {
@@ -105,22 +106,31 @@ const metricsHandler = Effect.map(PrometheusMetrics.format(), (body) =>
   HttpServerResponse.text(body, { contentType: "text/plain; version=0.0.4; charset=utf-8" })
 )
 
-const fallbackHandler = Effect.gen(function* () {
-  const request = yield* HttpServerRequest.HttpServerRequest
-  const started = yield* Clock.currentTimeMillis
-  const path = pathOf(request.url)
-  const allowed = routes[path]
-  const error =
-    allowed === undefined
-      ? GatewayError.routeNotFound(request.method, path)
-      : GatewayError.methodNotAllowed(request.method, path, allowed)
-  const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
-  yield* GatewayError.recordRefusal(error, started, {
-    request_id: requestId,
-    route: `${request.method} ${path.slice(0, 200)}`
+// Anything the routes do not take: a HEAD of a GET route is that route (Node sends no body for HEAD:
+// some load balancers probe with it); anything else a 404 or 405, logged and counted.
+const fallbackHandler = (
+  gets: Readonly<
+    Record<string, Effect.Effect<HttpServerResponse.HttpServerResponse, never, HttpServerRequest.HttpServerRequest>>
+  >
+) =>
+  Effect.gen(function* () {
+    const request = yield* HttpServerRequest.HttpServerRequest
+    const started = yield* Clock.currentTimeMillis
+    const path = pathOf(request.url)
+    const get = request.method === "HEAD" && Object.hasOwn(gets, path) ? gets[path] : undefined
+    if (get !== undefined) return yield* get
+    const allowed = routes[path]
+    const error =
+      allowed === undefined
+        ? GatewayError.routeNotFound(request.method, path)
+        : GatewayError.methodNotAllowed(request.method, path, allowed)
+    const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
+    yield* GatewayError.recordRefusal(error, started, {
+      request_id: requestId,
+      route: `${request.method} ${path.slice(0, 200)}`
+    })
+    return GatewayError.toResponse(error, { "x-request-id": requestId })
   })
-  return GatewayError.toResponse(error, { "x-request-id": requestId })
-})
 
 /**
  * The routes as a router layer (needs `Gateway`).
@@ -132,11 +142,14 @@ export const Routes: Layer.Layer<never, never, HttpRouter.HttpRouter | Gateway> 
   Effect.gen(function* () {
     const gateway = yield* Gateway
     yield* router.add("POST", "/v1/chat/completions", ChatRoute.handler.pipe(Effect.provideService(Gateway, gateway)))
-    yield* router.add("GET", "/v1/models", modelsHandler(gateway))
-    yield* router.add("GET", "/health", HttpServerResponse.jsonUnsafe({ status: "ok" }))
-    yield* router.add("GET", "/ready", readyHandler(gateway))
-    yield* router.add("GET", "/metrics", metricsHandler)
-    yield* router.add("*", "*", fallbackHandler)
+    const gets = {
+      "/v1/models": modelsHandler(gateway),
+      "/health": Effect.succeed(HttpServerResponse.jsonUnsafe({ status: "ok" })),
+      "/ready": readyHandler(gateway),
+      "/metrics": metricsHandler
+    }
+    for (const [path, handler] of Object.entries(gets)) yield* router.add("GET", path as `/${string}`, handler)
+    yield* router.add("*", "*", fallbackHandler(gets))
   })
 )
 

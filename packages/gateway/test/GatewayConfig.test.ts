@@ -68,6 +68,9 @@ describe("GatewayConfig", () => {
         const found = yield* GatewayConfig.load({ env: {}, cwd: dir })
         assert.strictEqual(found.config.logLevel, "Debug")
         assert.strictEqual(found.source._tag, "DefaultFile")
+        // A file saved with a byte-order mark reads the same.
+        Fs.writeFileSync(Path.join(dir, "roadcar.config.json"), `\ufeff${JSON.stringify({ logLevel: "Warn" })}`)
+        assert.strictEqual((yield* GatewayConfig.load({ env: {}, cwd: dir })).config.logLevel, "Warn")
         Fs.writeFileSync(Path.join(dir, "roadcar.config.json"), JSON.stringify({ logLevel: "loud" }))
         const invalid = yield* Effect.flip(GatewayConfig.load({ env: {}, cwd: dir }))
         assert.strictEqual(invalid.problems.length, 1)

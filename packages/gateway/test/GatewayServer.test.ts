@@ -20,6 +20,12 @@ describe("GatewayServer", () => {
         const health = yield* call(url, "/health")
         assert.strictEqual(health.status, 200)
         assert.deepStrictEqual(yield* json(health), { status: "ok" })
+        // Load balancers that probe with HEAD get the status without a body.
+        for (const path of ["/health", "/ready"]) {
+          const head = yield* call(url, path, { method: "HEAD" })
+          assert.strictEqual(head.status, 200, path)
+          assert.strictEqual(yield* Effect.promise(() => head.text()), "")
+        }
         const ready = yield* call(url, "/ready")
         assert.strictEqual(ready.status, 200)
         assert.deepStrictEqual(yield* json(ready), {
@@ -56,7 +62,7 @@ describe("GatewayServer", () => {
         assertOpenAiError(yield* json(wrong), "method_not_allowed")
         const deleteHealth = yield* call(url, "/health?x=1", { method: "DELETE" })
         assert.strictEqual(deleteHealth.status, 405)
-        assert.strictEqual(deleteHealth.headers.get("allow"), "GET")
+        assert.strictEqual(deleteHealth.headers.get("allow"), "GET, HEAD")
 
         const refusals = logs.lines
           .filter((line) => line.includes('"message":"request"'))
