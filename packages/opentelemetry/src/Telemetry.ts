@@ -44,7 +44,33 @@ import * as TelemetryEnv from "./TelemetryEnv.ts"
 export type Protocol = "http/protobuf" | "http/json"
 
 /**
+ * Headers sent with exports: a record, or a `Redacted` one (e.g. read from a secret).
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export type ExportHeaders = Redacted.Redacted<Record<string, string>> | Record<string, string>
+
+/**
  * What to export, where, and how.
+ *
+ * **Details**
+ *
+ * `headers`, `protocol`, `compression` and `exportTimeout` apply to every signal; a signal's own
+ * `tracesHeaders` (`metricsProtocol`, `logsCompression`, `tracesExportTimeout`, ...) replaces the
+ * shared one for that signal only, as `OTEL_EXPORTER_OTLP_TRACES_HEADERS` does.
+ *
+ * @example
+ * ```ts
+ * import { Telemetry } from "@roadcar/opentelemetry"
+ *
+ * // metrics to a local collector without a key, traces to a hosted backend with one
+ * const options: Telemetry.Options = {
+ *   endpoint: "http://localhost:4318",
+ *   tracesEndpoint: "https://api.honeycomb.io/v1/traces",
+ *   tracesHeaders: { "x-honeycomb-team": "my-key" }
+ * }
+ * ```
  *
  * @category options
  * @since 0.1.0
@@ -67,9 +93,33 @@ export interface Options {
   /** The body encoding (default `http/protobuf`). */
   readonly protocol?: Protocol | undefined
   /** Headers sent with every export, e.g. a vendor API key; never logged (their names are redacted). */
-  readonly headers?: Redacted.Redacted<Record<string, string>> | Record<string, string> | undefined
+  readonly headers?: ExportHeaders | undefined
   /** Gzip export bodies of 1KB or more (default `"none"`). */
   readonly compression?: "gzip" | "none" | undefined
+  /** The headers of span exports, instead of `headers` (not merged with them). */
+  readonly tracesHeaders?: ExportHeaders | undefined
+  /** The encoding of span exports (default `protocol`). */
+  readonly tracesProtocol?: Protocol | undefined
+  /** The compression of span exports (default `compression`). */
+  readonly tracesCompression?: "gzip" | "none" | undefined
+  /** The time limit of one span export request (default `exportTimeout`). */
+  readonly tracesExportTimeout?: Duration.Input | undefined
+  /** The headers of metric exports, instead of `headers` (not merged with them). */
+  readonly metricsHeaders?: ExportHeaders | undefined
+  /** The encoding of metric exports (default `protocol`). */
+  readonly metricsProtocol?: Protocol | undefined
+  /** The compression of metric exports (default `compression`). */
+  readonly metricsCompression?: "gzip" | "none" | undefined
+  /** The time limit of one metric export request (default `exportTimeout`). */
+  readonly metricsExportTimeout?: Duration.Input | undefined
+  /** The headers of log exports, instead of `headers` (not merged with them). */
+  readonly logsHeaders?: ExportHeaders | undefined
+  /** The encoding of log exports (default `protocol`). */
+  readonly logsProtocol?: Protocol | undefined
+  /** The compression of log exports (default `compression`). */
+  readonly logsCompression?: "gzip" | "none" | undefined
+  /** The time limit of one log export request (default `exportTimeout`). */
+  readonly logsExportTimeout?: Duration.Input | undefined
   /** `service.name` (default `roadcar`). */
   readonly serviceName?: string | undefined
   /** `service.version` (default none). */
@@ -146,6 +196,31 @@ const checkDuration = (name: string, value: Duration.Input): Duration.Duration =
   return duration.value
 }
 
+interface SignalSettings {
+  readonly headers: Record<string, string> | undefined
+  readonly protocol: Protocol
+  readonly compression: "gzip" | "none"
+  readonly exportTimeout: Duration.Duration
+}
+
+const unredacted = (headers: ExportHeaders | undefined): Record<string, string> | undefined =>
+  headers === undefined ? undefined : Redacted.isRedacted(headers) ? Redacted.value(headers) : headers
+
+// A signal's export settings: its own option, else the shared one, else the default.
+const settings = (
+  options: Options,
+  signal: "traces" | "metrics" | "logs",
+  exportTimeout: Duration.Duration
+): SignalSettings => {
+  const timeout = options[`${signal}ExportTimeout`]
+  return {
+    headers: unredacted(options[`${signal}Headers`] ?? options.headers),
+    protocol: options[`${signal}Protocol`] ?? options.protocol ?? "http/protobuf",
+    compression: options[`${signal}Compression`] ?? options.compression ?? "none",
+    exportTimeout: timeout === undefined ? exportTimeout : checkDuration(`${signal}ExportTimeout`, timeout)
+  }
+}
+
 /**
  * Exports spans, metrics and (when asked) logs over OTLP/HTTP for as long as the layer lives.
  *
@@ -181,70 +256,78 @@ export const layer = (options: Options = {}): Layer.Layer<OtlpExporter.Flusher> 
   const shutdownTimeout = checkDuration("shutdownTimeout", options.shutdownTimeout ?? Duration.seconds(3))
   const maxConcurrent = checkPositiveInt("maxConcurrentExports", options.maxConcurrentExports ?? 2)
   const maxBatchSize = checkPositiveInt("maxBatchSize", options.maxBatchSize ?? 512)
-  const headers =
-    options.headers === undefined
-      ? undefined
-      : Redacted.isRedacted(options.headers)
-        ? Redacted.value(options.headers)
-        : options.headers
   const resource = {
     serviceName: options.serviceName ?? defaultServiceName,
     serviceVersion: options.serviceVersion,
     attributes: { ...options.resourceAttributes }
   }
-  const common = { resource, headers, compression: options.compression ?? "none", shutdownTimeout } as const
-  // One client per signal, so a slow metrics endpoint cannot take the traces' slots.
-  const client = () => ExportClient.layer({ timeout: exportTimeout, maxConcurrent })
+  // Each signal its own client (so a slow metrics endpoint cannot take the traces' slots) and encoding.
+  const transport = (signal: SignalSettings) =>
+    Layer.mergeAll(
+      ExportClient.layer({ timeout: signal.exportTimeout, maxConcurrent }),
+      signal.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf
+    )
+  const common = (signal: SignalSettings) =>
+    ({ resource, headers: signal.headers, compression: signal.compression, shutdownTimeout }) as const
 
-  const signals: Array<Layer.Layer<OtlpExporter.Flusher, never, OtlpSerialization.OtlpSerialization>> = []
+  const signals: Array<Layer.Layer<OtlpExporter.Flusher>> = []
+  const used: Array<SignalSettings> = []
   if (options.traces ?? true) {
+    const traces = settings(options, "traces", exportTimeout)
+    used.push(traces)
     const url = checkUrl("tracesEndpoint", options.tracesEndpoint ?? signalUrl(endpoint, "/v1/traces"))
     const sampler = options.sampler ?? Sampler.defaultSampler
     const tracer = OtlpTracer.make({
-      ...common,
+      ...common(traces),
       url,
       exportInterval: checkDuration("tracesExportInterval", options.tracesExportInterval ?? Duration.seconds(5)),
       maxBatchSize
     }).pipe(Effect.map((inner) => Sampler.tracer(inner, sampler)))
     signals.push(
-      Layer.effect(Tracer.Tracer, tracer).pipe(Layer.provideMerge(OtlpExporter.layerFlusher), Layer.provide(client()))
+      Layer.effect(Tracer.Tracer, tracer).pipe(
+        Layer.provideMerge(OtlpExporter.layerFlusher),
+        Layer.provide(transport(traces))
+      )
     )
   }
   if (options.metrics ?? true) {
+    const metrics = settings(options, "metrics", exportTimeout)
+    used.push(metrics)
     const url = checkUrl("metricsEndpoint", options.metricsEndpoint ?? signalUrl(endpoint, "/v1/metrics"))
     signals.push(
       OtlpMetrics.layer({
-        ...common,
+        ...common(metrics),
         url,
         exportInterval: checkDuration("metricsExportInterval", options.metricsExportInterval ?? Duration.seconds(10)),
         temporality: options.metricsTemporality
-      }).pipe(Layer.provide(client()))
+      }).pipe(Layer.provide(transport(metrics)))
     )
   }
   if (options.logs ?? false) {
+    const logs = settings(options, "logs", exportTimeout)
+    used.push(logs)
     const url = checkUrl("logsEndpoint", options.logsEndpoint ?? signalUrl(endpoint, "/v1/logs"))
     signals.push(
       OtlpLogger.layer({
-        ...common,
+        ...common(logs),
         url,
         exportInterval: checkDuration("logsExportInterval", options.logsExportInterval ?? Duration.seconds(1)),
         maxBatchSize,
         mergeWithExisting: true
-      }).pipe(Layer.provide(client()))
+      }).pipe(Layer.provide(transport(logs)))
     )
   }
 
-  const serialization = options.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf
   // The exporters are configured here and only here: Effect's resource builder would otherwise also
   // read OTEL_RESOURCE_ATTRIBUTES / OTEL_SERVICE_VERSION from the ambient ConfigProvider.
   const isolatedConfig = ConfigProvider.layer(ConfigProvider.fromUnknown({}))
   // Export failures are logged; should a logger render the failed request's headers, redact ours too.
   const redactedNames = Layer.succeed(Headers.CurrentRedactedNames)([
     ...Headers.CurrentRedactedNames.defaultValue(),
-    ...Object.keys(headers ?? {}).map((name) => name.toLowerCase())
+    ...new Set(used.flatMap((signal) => Object.keys(signal.headers ?? {}).map((name) => name.toLowerCase())))
   ])
   return Layer.mergeAll(OtlpExporter.layerFlusher, ...signals).pipe(
-    Layer.provide(Layer.mergeAll(serialization, isolatedConfig, redactedNames))
+    Layer.provide(Layer.mergeAll(isolatedConfig, redactedNames))
   )
 }
 

@@ -12,6 +12,7 @@
  */
 import * as Config from "effect/Config"
 import * as Data from "effect/Data"
+import type * as Duration from "effect/Duration"
 import * as Effect from "effect/Effect"
 import * as Option from "effect/Option"
 import * as Result from "effect/Result"
@@ -65,6 +66,18 @@ export const variables = [
   "OTEL_EXPORTER_OTLP_PROTOCOL",
   "OTEL_EXPORTER_OTLP_COMPRESSION",
   "OTEL_EXPORTER_OTLP_TIMEOUT",
+  "OTEL_EXPORTER_OTLP_TRACES_HEADERS",
+  "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL",
+  "OTEL_EXPORTER_OTLP_TRACES_COMPRESSION",
+  "OTEL_EXPORTER_OTLP_TRACES_TIMEOUT",
+  "OTEL_EXPORTER_OTLP_METRICS_HEADERS",
+  "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL",
+  "OTEL_EXPORTER_OTLP_METRICS_COMPRESSION",
+  "OTEL_EXPORTER_OTLP_METRICS_TIMEOUT",
+  "OTEL_EXPORTER_OTLP_LOGS_HEADERS",
+  "OTEL_EXPORTER_OTLP_LOGS_PROTOCOL",
+  "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION",
+  "OTEL_EXPORTER_OTLP_LOGS_TIMEOUT",
   "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE",
   "OTEL_TRACES_EXPORTER",
   "OTEL_METRICS_EXPORTER",
@@ -154,10 +167,11 @@ const headerValueProblem = (value: string): string | undefined => {
   return undefined
 }
 
-// `OTEL_EXPORTER_OTLP_HEADERS`, validated here: a header fetch refuses would otherwise fail every export
-// (with the value in the logged error) and turn telemetry off, instead of failing at start by its name.
-const headers = (env: Env): Parsed<Record<string, string>> => {
-  const variable = "OTEL_EXPORTER_OTLP_HEADERS"
+// `OTEL_EXPORTER_OTLP_HEADERS` (or a signal's `OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS`), validated here: a
+// header fetch refuses would otherwise fail every export (with the value in the logged error) and turn
+// that signal off, instead of failing at start by its name. `undefined` when the variable is unset.
+const headers = (env: Env, variable: string): Parsed<Record<string, string> | undefined> => {
+  if (present(env, variable) === undefined) return Result.succeed(undefined)
   const entries = parseKeyValues(present(env, variable))
   for (const [name, value] of Object.entries(entries)) {
     const chars = Array.from(name)
@@ -180,7 +194,7 @@ const headers = (env: Env): Parsed<Record<string, string>> => {
       return fail(variable, `the value of header "${name}" (not shown) ${problem}`)
     }
   }
-  return Result.succeed(entries)
+  return Result.succeed(Object.keys(entries).length > 0 ? entries : undefined)
 }
 
 const url = (env: Env, name: string): Parsed<string | undefined> => {
@@ -212,16 +226,42 @@ const oneOf = <const L extends string>(env: Env, name: string, literals: Readonl
   return found !== undefined ? Result.succeed(found) : fail(name, `must be one of ${literals.join(", ")}`)
 }
 
-const protocol = (env: Env): Parsed<Telemetry.Protocol | undefined> => {
-  const value = present(env, "OTEL_EXPORTER_OTLP_PROTOCOL")?.toLowerCase()
+const protocol = (env: Env, variable: string): Parsed<Telemetry.Protocol | undefined> => {
+  const value = present(env, variable)?.toLowerCase()
   if (value === "grpc") {
     return fail(
-      "OTEL_EXPORTER_OTLP_PROTOCOL",
+      variable,
       "grpc is not supported: use http/protobuf (the default) or http/json, on the collector's HTTP port (4318)"
     )
   }
-  return oneOf(env, "OTEL_EXPORTER_OTLP_PROTOCOL", ["http/protobuf", "http/json"])
+  return oneOf(env, variable, ["http/protobuf", "http/json"])
 }
+
+const millis = (value: number | undefined): Duration.Input | undefined =>
+  value === undefined ? undefined : `${value} millis`
+
+/**
+ * The exporter settings one variable prefix gives: `OTEL_EXPORTER_OTLP` (every signal) or
+ * `OTEL_EXPORTER_OTLP_TRACES` (and `_METRICS`, `_LOGS`), each `_HEADERS`, `_PROTOCOL`, `_COMPRESSION`,
+ * `_TIMEOUT` parsed and checked alike, an error naming the variable it came from.
+ */
+const exportSettings = (
+  env: Env,
+  prefix: string
+): Parsed<{
+  readonly headers: Record<string, string> | undefined
+  readonly protocol: Telemetry.Protocol | undefined
+  readonly compression: "gzip" | "none" | undefined
+  readonly exportTimeout: Duration.Input | undefined
+}> =>
+  Result.gen(function* () {
+    return {
+      headers: yield* headers(env, `${prefix}_HEADERS`),
+      protocol: yield* protocol(env, `${prefix}_PROTOCOL`),
+      compression: yield* oneOf(env, `${prefix}_COMPRESSION`, ["gzip", "none"]),
+      exportTimeout: millis(yield* positiveInt(env, `${prefix}_TIMEOUT`))
+    }
+  })
 
 // `Sampler.parse` messages start with the variable's name, which the error's message already shows.
 const samplerError = <A>(result: Result.Result<A, string>, variable: string): Parsed<A> =>
@@ -257,6 +297,7 @@ const defined = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], un
  * | `OTEL_EXPORTER_OTLP_PROTOCOL` | `http/protobuf` or `http/json` (`http/protobuf`) |
  * | `OTEL_EXPORTER_OTLP_COMPRESSION` | `gzip` or `none` (`none`) |
  * | `OTEL_EXPORTER_OTLP_TIMEOUT` | ms per export request (10000) |
+ * | `OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_{HEADERS,PROTOCOL,COMPRESSION,TIMEOUT}` | one signal's setting, instead of the shared one (which applies when it is unset); checked alike |
  * | `OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE` | `cumulative` or `delta` (`cumulative`) |
  * | `OTEL_SERVICE_NAME` | `service.name` (`roadcar`) |
  * | `OTEL_RESOURCE_ATTRIBUTES` | `key=value,...` resource attributes |
@@ -270,6 +311,11 @@ const defined = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], un
  * `OTEL_TRACES_EXPORTER=otlp` (then to `http://localhost:4318`); metrics likewise. A signal whose
  * exporter list does not name `otlp` (`none`, `console`, `prometheus`, ...) is not exported over OTLP.
  *
+ * A signal's own `OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS` (`_PROTOCOL`, `_COMPRESSION`, `_TIMEOUT`) wins
+ * over the shared variable, which applies to the signals without one (as in the OpenTelemetry spec;
+ * headers are replaced, not merged). They become `tracesHeaders`, `metricsProtocol`, ... and are read
+ * (and checked) only for the signals that are on.
+ *
  * @example
  * ```ts
  * import { Result } from "effect"
@@ -277,6 +323,14 @@ const defined = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], un
  * TelemetryEnv.parse({}) // => Result.succeed(undefined)
  * const options = Result.getOrThrow(TelemetryEnv.parse({ OTEL_EXPORTER_OTLP_ENDPOINT: "http://jaeger:4318" }))
  * options?.endpoint // => "http://jaeger:4318"
+ * const perSignal = Result.getOrThrow(
+ *   TelemetryEnv.parse({
+ *     OTEL_EXPORTER_OTLP_ENDPOINT: "https://api.honeycomb.io",
+ *     OTEL_EXPORTER_OTLP_HEADERS: "x-team=shared",
+ *     OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-honeycomb-team=traces-key"
+ *   })
+ * )
+ * perSignal?.tracesHeaders // => { "x-honeycomb-team": "traces-key" } (metrics send `headers`)
  * ```
  *
  * @category constructors
@@ -309,8 +363,11 @@ export const parse = (env: Env): Result.Result<Telemetry.Options | undefined, Te
     const serviceVersion = attributes["service.version"]
     delete attributes["service.name"]
     delete attributes["service.version"]
-    const exportHeaders = yield* headers(env)
-    const exportTimeout = yield* positiveInt(env, "OTEL_EXPORTER_OTLP_TIMEOUT")
+    const shared = yield* exportSettings(env, "OTEL_EXPORTER_OTLP")
+    const none = { headers: undefined, protocol: undefined, compression: undefined, exportTimeout: undefined }
+    const tracesSettings = traces ? yield* exportSettings(env, "OTEL_EXPORTER_OTLP_TRACES") : none
+    const metricsSettings = metrics ? yield* exportSettings(env, "OTEL_EXPORTER_OTLP_METRICS") : none
+    const logsSettings = logs ? yield* exportSettings(env, "OTEL_EXPORTER_OTLP_LOGS") : none
     const tracesExportInterval = yield* positiveInt(env, "OTEL_BSP_SCHEDULE_DELAY")
     const metricsExportInterval = yield* positiveInt(env, "OTEL_METRIC_EXPORT_INTERVAL")
 
@@ -322,16 +379,28 @@ export const parse = (env: Env): Result.Result<Telemetry.Options | undefined, Te
       tracesEndpoint,
       metricsEndpoint,
       logsEndpoint,
-      protocol: yield* protocol(env),
-      compression: yield* oneOf(env, "OTEL_EXPORTER_OTLP_COMPRESSION", ["gzip", "none"]),
-      headers: Object.keys(exportHeaders).length > 0 ? exportHeaders : undefined,
+      protocol: shared.protocol,
+      compression: shared.compression,
+      headers: shared.headers,
+      tracesHeaders: tracesSettings.headers,
+      tracesProtocol: tracesSettings.protocol,
+      tracesCompression: tracesSettings.compression,
+      tracesExportTimeout: tracesSettings.exportTimeout,
+      metricsHeaders: metricsSettings.headers,
+      metricsProtocol: metricsSettings.protocol,
+      metricsCompression: metricsSettings.compression,
+      metricsExportTimeout: metricsSettings.exportTimeout,
+      logsHeaders: logsSettings.headers,
+      logsProtocol: logsSettings.protocol,
+      logsCompression: logsSettings.compression,
+      logsExportTimeout: logsSettings.exportTimeout,
       serviceName,
       serviceVersion,
       resourceAttributes: Object.keys(attributes).length > 0 ? attributes : undefined,
       sampler,
-      exportTimeout: exportTimeout === undefined ? undefined : `${exportTimeout} millis`,
-      tracesExportInterval: tracesExportInterval === undefined ? undefined : `${tracesExportInterval} millis`,
-      metricsExportInterval: metricsExportInterval === undefined ? undefined : `${metricsExportInterval} millis`,
+      exportTimeout: shared.exportTimeout,
+      tracesExportInterval: millis(tracesExportInterval),
+      metricsExportInterval: millis(metricsExportInterval),
       maxBatchSize: yield* positiveInt(env, "OTEL_BSP_MAX_EXPORT_BATCH_SIZE"),
       metricsTemporality: yield* oneOf(env, "OTEL_EXPORTER_OTLP_METRICS_TEMPORALITY_PREFERENCE", [
         "cumulative",

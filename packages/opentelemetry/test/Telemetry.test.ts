@@ -291,6 +291,86 @@ describe("Telemetry", () => {
     )
   })
 
+  describe("per-signal exporter settings", () => {
+    it.live(
+      "sends OTEL_EXPORTER_OTLP_TRACES_HEADERS with spans only; metrics keep the shared headers and their own encoding",
+      () =>
+        Effect.gen(function* () {
+          const receiver = yield* OtlpReceiver.make()
+          const env = {
+            OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+            OTEL_EXPORTER_OTLP_HEADERS: "x-shared-token=shared",
+            OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-honeycomb-team=trace-key",
+            OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: "http/json",
+            OTEL_EXPORTER_OTLP_METRICS_COMPRESSION: "gzip",
+            OTEL_BSP_SCHEDULE_DELAY: "60000",
+            OTEL_METRIC_EXPORT_INTERVAL: "60000"
+          }
+          yield* Effect.gen(function* () {
+            const pipeline = yield* retriedPipeline
+            yield* pipeline.complete(request(), { key: "k" })
+          }).pipe(
+            Effect.scoped,
+            Effect.provide(Stages),
+            Effect.provide(Telemetry.layerFromEnv()),
+            Effect.provide(fromEnv(env))
+          )
+          assert.strictEqual((yield* receiver.spans).length, 9)
+          assert.strictEqual(requestsOf(yield* receiver.metrics, "fallback")[0]?.value, 1)
+          const posts = yield* receiver.requests
+          const traces = posts.filter((post) => post.path === "/v1/traces")
+          const metrics = posts.filter((post) => post.path === "/v1/metrics")
+          assert.isNotEmpty(traces)
+          assert.isNotEmpty(metrics)
+          for (const post of traces) {
+            assert.strictEqual(post.headers["x-honeycomb-team"], "trace-key")
+            assert.isUndefined(post.headers["x-shared-token"], "a signal's headers replace the shared ones")
+            assert.strictEqual(post.contentType, "application/x-protobuf")
+            assert.isUndefined(post.contentEncoding)
+          }
+          for (const post of metrics) {
+            assert.strictEqual(post.headers["x-shared-token"], "shared")
+            assert.isUndefined(post.headers["x-honeycomb-team"])
+            assert.strictEqual(post.contentType, "application/json")
+            assert.strictEqual(post.contentEncoding, "gzip")
+          }
+        }).pipe(
+          Effect.scoped,
+          Effect.provideService(Metric.MetricRegistry, new Map()),
+          Effect.provide(captureLogs().layer)
+        )
+    )
+
+    it.live("keeps a signal's own headers out of the log when its export fails", () =>
+      Effect.gen(function* () {
+        const receiver = yield* OtlpReceiver.make()
+        const logs = captureLogs()
+        yield* Effect.void.pipe(
+          Effect.withSpan("lost"),
+          Effect.provide(
+            Telemetry.layer({
+              // a path the receiver does not serve: 404, which is not retried
+              tracesEndpoint: `${receiver.url}/v1/nothing-here`,
+              headers: { "x-shared": "not-for-traces" },
+              tracesHeaders: Redacted.make({ "x-trace-token": "hunter2-secret" }),
+              metrics: false,
+              tracesExportInterval: "1 minute"
+            })
+          ),
+          Effect.provide(logs.layer)
+        )
+        assert.isTrue(
+          logs.lines.some((line) => line.includes('"request":')),
+          logs.lines.join("\n")
+        )
+        assert.notInclude(logs.lines.join("\n"), "hunter2-secret")
+        const [post] = yield* receiver.requests
+        assert.strictEqual(post?.headers["x-trace-token"], "hunter2-secret")
+        assert.isUndefined(post?.headers["x-shared"])
+      }).pipe(Effect.scoped)
+    )
+  })
+
   describe("metrics", () => {
     it.live("exports the registry's metrics on the interval, with the GenAI histograms", () =>
       Effect.gen(function* () {
@@ -587,6 +667,8 @@ describe("Telemetry", () => {
       assert.throws(() => Telemetry.layer({ metricsEndpoint: "ftp://x" }), RangeError, "metricsEndpoint")
       assert.throws(() => Telemetry.layer({ maxBatchSize: 0 }), RangeError, "maxBatchSize")
       assert.throws(() => Telemetry.layer({ exportTimeout: "0 millis" }), RangeError, "exportTimeout")
+      assert.throws(() => Telemetry.layer({ tracesExportTimeout: "0 millis" }), RangeError, "tracesExportTimeout")
+      assert.doesNotThrow(() => Telemetry.layer({ metrics: false, metricsExportTimeout: "0 millis" }))
       assert.doesNotThrow(() => Telemetry.layer({ traces: false, metrics: false }))
     })
   })

@@ -179,6 +179,142 @@ describe("TelemetryEnv", () => {
     })
   })
 
+  describe("OTEL_EXPORTER_OTLP_{TRACES,METRICS,LOGS}_{HEADERS,PROTOCOL,COMPRESSION,TIMEOUT}", () => {
+    const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318", OTEL_LOGS_EXPORTER: "otlp" }
+
+    it("reads a signal's own settings beside the shared ones, which the signals without one keep", () => {
+      const options = parsed({
+        ...base,
+        OTEL_EXPORTER_OTLP_HEADERS: "x-shared=generic",
+        OTEL_EXPORTER_OTLP_PROTOCOL: "http/json",
+        OTEL_EXPORTER_OTLP_COMPRESSION: "gzip",
+        OTEL_EXPORTER_OTLP_TIMEOUT: "2500",
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-honeycomb-team=trace%3Dkey,authorization=Bearer tok",
+        OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "HTTP/Protobuf",
+        OTEL_EXPORTER_OTLP_METRICS_COMPRESSION: "none",
+        OTEL_EXPORTER_OTLP_METRICS_TIMEOUT: "750",
+        OTEL_EXPORTER_OTLP_LOGS_HEADERS: "x-logs=1",
+        OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: "http/protobuf",
+        OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: "none",
+        OTEL_EXPORTER_OTLP_LOGS_TIMEOUT: "9000"
+      })
+      assert.deepStrictEqual(
+        {
+          headers: options?.headers,
+          protocol: options?.protocol,
+          compression: options?.compression,
+          exportTimeout: options?.exportTimeout
+        },
+        { headers: { "x-shared": "generic" }, protocol: "http/json", compression: "gzip", exportTimeout: "2500 millis" }
+      )
+      assert.deepStrictEqual(
+        [options?.tracesHeaders, options?.tracesProtocol, options?.tracesCompression, options?.tracesExportTimeout],
+        [{ "x-honeycomb-team": "trace=key", authorization: "Bearer tok" }, "http/protobuf", undefined, undefined]
+      )
+      assert.deepStrictEqual(
+        [options?.metricsHeaders, options?.metricsProtocol, options?.metricsCompression, options?.metricsExportTimeout],
+        [undefined, undefined, "none", "750 millis"]
+      )
+      assert.deepStrictEqual(
+        [options?.logsHeaders, options?.logsProtocol, options?.logsCompression, options?.logsExportTimeout],
+        [{ "x-logs": "1" }, "http/protobuf", "none", "9000 millis"]
+      )
+    })
+
+    it("takes a signal's own variable without any shared one, and sets nothing when neither is set", () => {
+      const options = parsed({
+        ...base,
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS: "api-key=k",
+        OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: " 300 "
+      })
+      assert.deepStrictEqual(options?.tracesHeaders, { "api-key": "k" })
+      assert.strictEqual(options?.tracesExportTimeout, "300 millis")
+      for (const key of ["headers", "protocol", "compression", "exportTimeout", "metricsHeaders", "logsHeaders"]) {
+        assert.notProperty(options, key)
+      }
+      // a blank per-signal variable is unset: the shared one applies
+      const blank = parsed({ ...base, OTEL_EXPORTER_OTLP_HEADERS: "a=1", OTEL_EXPORTER_OTLP_TRACES_HEADERS: "  " })
+      assert.deepStrictEqual([blank?.headers, blank?.tracesHeaders], [{ a: "1" }, undefined])
+    })
+
+    it("refuses a bad header in a signal's variable, naming that variable and the header, never the value", () => {
+      for (const signal of ["TRACES", "METRICS", "LOGS"] as const) {
+        const variable = `OTEL_EXPORTER_OTLP_${signal}_HEADERS`
+        const value = failure({
+          ...base,
+          OTEL_EXPORTER_OTLP_HEADERS: "x-shared=fine",
+          [variable]: "x-team=abc,authorization=Bearer%0Asupersecret"
+        })
+        assert.strictEqual(value.variable, variable)
+        assert.include(value.message, `${variable}: the value of header "authorization" (not shown)`)
+        assert.include(value.message, "U+000A (a line break)")
+        assert.notInclude(`${value.message} ${JSON.stringify(value)}`, "supersecret")
+        assert.notInclude(value.message, "Bearer")
+
+        const name = failure({ ...base, [variable]: "authorization: Bearer supersecret=x" })
+        assert.strictEqual(name.variable, variable)
+        assert.include(name.message, 'the header name beginning "authorization" contains ":"')
+        assert.notInclude(`${name.message} ${JSON.stringify(name)}`, "supersecret")
+
+        const latin = failure({ ...base, [variable]: "authorization=Bearer %E2%80%9Csupersecret%E2%80%9D" })
+        assert.strictEqual(latin.variable, variable)
+        assert.include(latin.message, "above U+00FF")
+      }
+      // a valid per-signal variable does not hide a bad shared one (the other signals use it)
+      const shared = failure({
+        ...base,
+        OTEL_EXPORTER_OTLP_HEADERS: "authorization=Bearer%0Asupersecret",
+        OTEL_EXPORTER_OTLP_TRACES_HEADERS: "authorization=fine"
+      })
+      assert.strictEqual(shared.variable, "OTEL_EXPORTER_OTLP_HEADERS")
+    })
+
+    it("refuses a bad protocol, compression or timeout in a signal's variable, naming it", () => {
+      const grpc = failure({ ...base, OTEL_EXPORTER_OTLP_METRICS_PROTOCOL: "grpc" })
+      assert.strictEqual(grpc.variable, "OTEL_EXPORTER_OTLP_METRICS_PROTOCOL")
+      assert.include(grpc.message, "grpc is not supported")
+      assert.strictEqual(
+        failure({ ...base, OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/xml" }).variable,
+        "OTEL_EXPORTER_OTLP_TRACES_PROTOCOL"
+      )
+      assert.strictEqual(
+        failure({ ...base, OTEL_EXPORTER_OTLP_LOGS_COMPRESSION: "zstd" }).variable,
+        "OTEL_EXPORTER_OTLP_LOGS_COMPRESSION"
+      )
+      assert.strictEqual(
+        failure({ ...base, OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: "0" }).message,
+        'OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: must be a positive integer, got "0"'
+      )
+    })
+
+    it("is neither read nor checked for a signal that is off", () => {
+      const options = parsed({
+        OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318",
+        OTEL_METRICS_EXPORTER: "none",
+        OTEL_EXPORTER_OTLP_METRICS_HEADERS: "authorization=Bearer%0Asupersecret",
+        OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: "grpc"
+      })
+      assert.deepStrictEqual([options?.traces, options?.metrics, options?.logs], [true, false, false])
+      assert.notProperty(options, "metricsHeaders")
+      assert.notProperty(options, "logsProtocol")
+    })
+
+    it.effect("are all collected by read", () =>
+      Effect.gen(function* () {
+        const given: Record<string, string> = {}
+        for (const signal of ["TRACES", "METRICS", "LOGS"]) {
+          for (const setting of ["HEADERS", "PROTOCOL", "COMPRESSION", "TIMEOUT"]) {
+            given[`OTEL_EXPORTER_OTLP_${signal}_${setting}`] = `${signal}-${setting}`
+          }
+        }
+        const env = yield* TelemetryEnv.read.pipe(
+          Effect.provide(ConfigProvider.layer(ConfigProvider.fromEnv({ env: given })))
+        )
+        assert.deepStrictEqual(env, given)
+      })
+    )
+  })
+
   describe("OTEL_TRACES_SAMPLER", () => {
     const base = { OTEL_EXPORTER_OTLP_ENDPOINT: "http://collector:4318" }
 
