@@ -16,6 +16,7 @@ import * as Effect from "effect/Effect"
 import * as Exit from "effect/Exit"
 import * as Schema from "effect/Schema"
 import * as SchemaIssue from "effect/SchemaIssue"
+import { defaults as breakerDefaults } from "./Breaker.ts"
 import type * as UpstreamError from "./UpstreamError.ts"
 
 // =============================================================================
@@ -567,6 +568,17 @@ const checkReferences = (config: RoadcarConfig): Array<string> => {
   if (failureRate !== undefined && failureRate.minimumCalls > failureRate.window) {
     problems.push(
       `breaker.failureRate.minimumCalls: ${failureRate.minimumCalls} is more than breaker.failureRate.window (${failureRate.window}), the number of recent calls the failure rate is computed over, so the rate could never be reached; set minimumCalls to at most ${failureRate.window} or window to at least ${failureRate.minimumCalls}`
+    )
+  }
+  const openText = config.breaker?.openDuration ?? String(breakerDefaults.openDuration)
+  const maxOpenText = config.breaker?.maxOpenDuration ?? String(breakerDefaults.maxOpenDuration)
+  const openMillis = Duration.toMillis(Duration.fromInputUnsafe(openText as Duration.Input))
+  const maxOpenMillis = Duration.toMillis(Duration.fromInputUnsafe(maxOpenText as Duration.Input))
+  if (openMillis > maxOpenMillis) {
+    const field =
+      config.breaker?.maxOpenDuration === undefined ? `(the default, "${maxOpenText}")` : `("${maxOpenText}")`
+    problems.push(
+      `breaker.openDuration: "${openText}" is longer than breaker.maxOpenDuration ${field}, the longest a circuit stays open, so it would be cut to that; set maxOpenDuration to at least "${openText}" or openDuration to at most "${maxOpenText}"`
     )
   }
   for (const [name, upstream] of Object.entries(config.upstreams ?? {})) {

@@ -62,6 +62,10 @@ describe("RoadcarConfig", () => {
           "breaker.failureRate.minimumCalls: 10 is more than breaker.failureRate.window (5), the number of recent calls the failure rate is computed over, so the rate could never be reached; set minimumCalls to at most 5 or window to at least 10"
         ]
       )
+      assert.deepStrictEqual(yield* problemsOf({ breaker: { openDuration: "10 minutes" } }), [
+        'breaker.openDuration: "10 minutes" is longer than breaker.maxOpenDuration (the default, "5 minutes"), the longest a circuit stays open, so it would be cut to that; set maxOpenDuration to at least "10 minutes" or openDuration to at most "5 minutes"'
+      ])
+      yield* RoadcarConfig.decode({ breaker: { openDuration: "10 minutes", maxOpenDuration: "10 minutes" } })
       // The limits themselves are accepted, and still a bad duration says only what a duration is.
       yield* RoadcarConfig.decode({
         monitor: { errorRate: 0, fallbackRate: 0.99, window: "1 millis", coolDown: "1 second" },
