@@ -52,13 +52,47 @@ export type Protocol = "http/protobuf" | "http/json"
 export type ExportHeaders = Redacted.Redacted<Record<string, string>> | Record<string, string>
 
 /**
+ * One signal's own export settings, each replacing the shared option of the same name (in
+ * {@link Options}) for that signal only, as `OTEL_EXPORTER_OTLP_TRACES_HEADERS` does; what is
+ * unset falls back to the shared option.
+ *
+ * @example
+ * ```ts
+ * import { Telemetry } from "@roadcar/opentelemetry"
+ *
+ * // spans to a hosted backend with its key, in JSON; the other settings are the shared ones
+ * const traces: Telemetry.SignalOptions = {
+ *   endpoint: "https://api.honeycomb.io/v1/traces",
+ *   headers: { "x-honeycomb-team": "my-key" },
+ *   protocol: "http/json"
+ * }
+ * ```
+ *
+ * @category options
+ * @since 0.1.0
+ */
+export interface SignalOptions {
+  /** The signal's full URL, used as is (default `${endpoint}/v1/traces`, `/v1/metrics` or `/v1/logs`). */
+  readonly endpoint?: string | undefined
+  /** The signal's headers, instead of the shared `headers` (not merged with them). */
+  readonly headers?: ExportHeaders | undefined
+  /** The signal's body encoding (default the shared `protocol`). */
+  readonly protocol?: Protocol | undefined
+  /** The signal's compression (default the shared `compression`). */
+  readonly compression?: "gzip" | "none" | undefined
+  /** The time limit of one export request of the signal (default the shared `exportTimeout`). */
+  readonly exportTimeout?: Duration.Input | undefined
+}
+
+/**
  * What to export, where, and how.
  *
  * **Details**
  *
  * `headers`, `protocol`, `compression` and `exportTimeout` apply to every signal; a signal's own
- * `tracesHeaders` (`metricsProtocol`, `logsCompression`, `tracesExportTimeout`, ...) replaces the
- * shared one for that signal only, as `OTEL_EXPORTER_OTLP_TRACES_HEADERS` does.
+ * settings in `signals` (`signals.traces.headers`, `signals.metrics.protocol`, ...) replace the
+ * shared ones for that signal only, as `OTEL_EXPORTER_OTLP_TRACES_HEADERS` does. (`traces`,
+ * `metrics` and `logs` say which signals are exported.)
  *
  * @example
  * ```ts
@@ -67,8 +101,9 @@ export type ExportHeaders = Redacted.Redacted<Record<string, string>> | Record<s
  * // metrics to a local collector without a key, traces to a hosted backend with one
  * const options: Telemetry.Options = {
  *   endpoint: "http://localhost:4318",
- *   tracesEndpoint: "https://api.honeycomb.io/v1/traces",
- *   tracesHeaders: { "x-honeycomb-team": "my-key" }
+ *   signals: {
+ *     traces: { endpoint: "https://api.honeycomb.io/v1/traces", headers: { "x-honeycomb-team": "my-key" } }
+ *   }
  * }
  * ```
  *
@@ -84,42 +119,20 @@ export interface Options {
   readonly logs?: boolean | undefined
   /** The collector's base URL; signals go to `/v1/traces`, `/v1/metrics`, `/v1/logs` (default `http://localhost:4318`). */
   readonly endpoint?: string | undefined
-  /** The full URL for spans, used as is (default `${endpoint}/v1/traces`). */
-  readonly tracesEndpoint?: string | undefined
-  /** The full URL for metrics, used as is (default `${endpoint}/v1/metrics`). */
-  readonly metricsEndpoint?: string | undefined
-  /** The full URL for logs, used as is (default `${endpoint}/v1/logs`). */
-  readonly logsEndpoint?: string | undefined
   /** The body encoding (default `http/protobuf`). */
   readonly protocol?: Protocol | undefined
   /** Headers sent with every export, e.g. a vendor API key; never logged (their names are redacted). */
   readonly headers?: ExportHeaders | undefined
   /** Gzip export bodies of 1KB or more (default `"none"`). */
   readonly compression?: "gzip" | "none" | undefined
-  /** The headers of span exports, instead of `headers` (not merged with them). */
-  readonly tracesHeaders?: ExportHeaders | undefined
-  /** The encoding of span exports (default `protocol`). */
-  readonly tracesProtocol?: Protocol | undefined
-  /** The compression of span exports (default `compression`). */
-  readonly tracesCompression?: "gzip" | "none" | undefined
-  /** The time limit of one span export request (default `exportTimeout`). */
-  readonly tracesExportTimeout?: Duration.Input | undefined
-  /** The headers of metric exports, instead of `headers` (not merged with them). */
-  readonly metricsHeaders?: ExportHeaders | undefined
-  /** The encoding of metric exports (default `protocol`). */
-  readonly metricsProtocol?: Protocol | undefined
-  /** The compression of metric exports (default `compression`). */
-  readonly metricsCompression?: "gzip" | "none" | undefined
-  /** The time limit of one metric export request (default `exportTimeout`). */
-  readonly metricsExportTimeout?: Duration.Input | undefined
-  /** The headers of log exports, instead of `headers` (not merged with them). */
-  readonly logsHeaders?: ExportHeaders | undefined
-  /** The encoding of log exports (default `protocol`). */
-  readonly logsProtocol?: Protocol | undefined
-  /** The compression of log exports (default `compression`). */
-  readonly logsCompression?: "gzip" | "none" | undefined
-  /** The time limit of one log export request (default `exportTimeout`). */
-  readonly logsExportTimeout?: Duration.Input | undefined
+  /** A signal's own endpoint, headers, protocol, compression or export timeout, instead of the shared ones. */
+  readonly signals?:
+    | {
+        readonly traces?: SignalOptions | undefined
+        readonly metrics?: SignalOptions | undefined
+        readonly logs?: SignalOptions | undefined
+      }
+    | undefined
   /** `service.name` (default `roadcar`). */
   readonly serviceName?: string | undefined
   /** `service.version` (default none). */
@@ -196,7 +209,10 @@ const checkDuration = (name: string, value: Duration.Input): Duration.Duration =
   return duration.value
 }
 
+type Signal = "traces" | "metrics" | "logs"
+
 interface SignalSettings {
+  readonly url: string
   readonly headers: Record<string, string> | undefined
   readonly protocol: Protocol
   readonly compression: "gzip" | "none"
@@ -206,18 +222,24 @@ interface SignalSettings {
 const unredacted = (headers: ExportHeaders | undefined): Record<string, string> | undefined =>
   headers === undefined ? undefined : Redacted.isRedacted(headers) ? Redacted.value(headers) : headers
 
-// A signal's export settings: its own option, else the shared one, else the default.
+// A signal's export settings: its own option (in `signals`), else the shared one, else the default.
 const settings = (
   options: Options,
-  signal: "traces" | "metrics" | "logs",
+  signal: Signal,
+  endpoint: string,
   exportTimeout: Duration.Duration
 ): SignalSettings => {
-  const timeout = options[`${signal}ExportTimeout`]
+  const own = options.signals?.[signal]
+  const timeout =
+    own?.exportTimeout === undefined
+      ? exportTimeout
+      : checkDuration(`signals.${signal}.exportTimeout`, own.exportTimeout)
   return {
-    headers: unredacted(options[`${signal}Headers`] ?? options.headers),
-    protocol: options[`${signal}Protocol`] ?? options.protocol ?? "http/protobuf",
-    compression: options[`${signal}Compression`] ?? options.compression ?? "none",
-    exportTimeout: timeout === undefined ? exportTimeout : checkDuration(`${signal}ExportTimeout`, timeout)
+    url: checkUrl(`signals.${signal}.endpoint`, own?.endpoint ?? signalUrl(endpoint, `/v1/${signal}`)),
+    headers: unredacted(own?.headers ?? options.headers),
+    protocol: own?.protocol ?? options.protocol ?? "http/protobuf",
+    compression: own?.compression ?? options.compression ?? "none",
+    exportTimeout: timeout
   }
 }
 
@@ -268,18 +290,16 @@ export const layer = (options: Options = {}): Layer.Layer<OtlpExporter.Flusher> 
       signal.protocol === "http/json" ? OtlpSerialization.layerJson : OtlpSerialization.layerProtobuf
     )
   const common = (signal: SignalSettings) =>
-    ({ resource, headers: signal.headers, compression: signal.compression, shutdownTimeout }) as const
+    ({ resource, url: signal.url, headers: signal.headers, compression: signal.compression, shutdownTimeout }) as const
 
   const signals: Array<Layer.Layer<OtlpExporter.Flusher>> = []
   const used: Array<SignalSettings> = []
   if (options.traces ?? true) {
-    const traces = settings(options, "traces", exportTimeout)
+    const traces = settings(options, "traces", endpoint, exportTimeout)
     used.push(traces)
-    const url = checkUrl("tracesEndpoint", options.tracesEndpoint ?? signalUrl(endpoint, "/v1/traces"))
     const sampler = options.sampler ?? Sampler.defaultSampler
     const tracer = OtlpTracer.make({
       ...common(traces),
-      url,
       exportInterval: checkDuration("tracesExportInterval", options.tracesExportInterval ?? Duration.seconds(5)),
       maxBatchSize
     }).pipe(Effect.map((inner) => Sampler.tracer(inner, sampler)))
@@ -291,26 +311,22 @@ export const layer = (options: Options = {}): Layer.Layer<OtlpExporter.Flusher> 
     )
   }
   if (options.metrics ?? true) {
-    const metrics = settings(options, "metrics", exportTimeout)
+    const metrics = settings(options, "metrics", endpoint, exportTimeout)
     used.push(metrics)
-    const url = checkUrl("metricsEndpoint", options.metricsEndpoint ?? signalUrl(endpoint, "/v1/metrics"))
     signals.push(
       OtlpMetrics.layer({
         ...common(metrics),
-        url,
         exportInterval: checkDuration("metricsExportInterval", options.metricsExportInterval ?? Duration.seconds(10)),
         temporality: options.metricsTemporality
       }).pipe(Layer.provide(transport(metrics)))
     )
   }
   if (options.logs ?? false) {
-    const logs = settings(options, "logs", exportTimeout)
+    const logs = settings(options, "logs", endpoint, exportTimeout)
     used.push(logs)
-    const url = checkUrl("logsEndpoint", options.logsEndpoint ?? signalUrl(endpoint, "/v1/logs"))
     signals.push(
       OtlpLogger.layer({
         ...common(logs),
-        url,
         exportInterval: checkDuration("logsExportInterval", options.logsExportInterval ?? Duration.seconds(1)),
         maxBatchSize,
         mergeWithExisting: true
@@ -344,6 +360,20 @@ export interface FromEnvOptions {
   readonly defaults?: Options | undefined
 }
 
+const signalNames: ReadonlyArray<Signal> = ["traces", "metrics", "logs"]
+
+// The environment wins over the defaults option by option, and in `signals` setting by setting: a
+// signal's own variable does not drop the defaults' other settings for that signal.
+const withDefaults = (defaults: Options | undefined, env: Options): Options => {
+  const merged: Options = { ...defaults, ...env }
+  if (defaults?.signals === undefined || env.signals === undefined) return merged
+  const signals: Record<string, SignalOptions> = {}
+  for (const signal of signalNames) {
+    signals[signal] = { ...defaults.signals[signal], ...env.signals[signal] }
+  }
+  return { ...merged, signals }
+}
+
 /**
  * {@link layer} configured by the standard `OTEL_*` variables (see `TelemetryEnv.parse`); a no-op
  * layer when none of them asks for export.
@@ -375,7 +405,7 @@ export const layerFromEnv = (
     Effect.gen(function* () {
       const env = options.env ?? (yield* TelemetryEnv.read)
       const parsed = yield* Effect.fromResult(TelemetryEnv.parse(env))
-      return parsed === undefined ? OtlpExporter.layerFlusher : layer({ ...options.defaults, ...parsed })
+      return parsed === undefined ? OtlpExporter.layerFlusher : layer(withDefaults(options.defaults, parsed))
     })
   )
 

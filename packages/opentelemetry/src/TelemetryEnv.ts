@@ -283,6 +283,25 @@ const defined = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], un
     [K in keyof A]: Exclude<A[K], undefined>
   }
 
+// `value` without its undefined entries; `undefined` when none is left.
+const nonEmpty = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], undefined> } | undefined => {
+  const entries = defined(value)
+  return Object.keys(entries).length > 0 ? entries : undefined
+}
+
+// A signal's own settings (`Telemetry.SignalOptions`): its endpoint, and, when it is on, its
+// `OTEL_EXPORTER_OTLP_<SIGNAL>_*` variables (read and checked only then); `undefined` when none is set.
+const signalOptions = (
+  env: Env,
+  signal: "TRACES" | "METRICS" | "LOGS",
+  endpoint: string | undefined,
+  on: boolean
+): Parsed<Telemetry.SignalOptions | undefined> =>
+  Result.gen(function* () {
+    const own = on ? yield* exportSettings(env, `OTEL_EXPORTER_OTLP_${signal}`) : {}
+    return nonEmpty({ endpoint, ...own })
+  })
+
 /**
  * Reads the telemetry options from environment variables; `undefined` when nothing is requested.
  *
@@ -313,8 +332,9 @@ const defined = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], un
  *
  * A signal's own `OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS` (`_PROTOCOL`, `_COMPRESSION`, `_TIMEOUT`) wins
  * over the shared variable, which applies to the signals without one (as in the OpenTelemetry spec;
- * headers are replaced, not merged). They become `tracesHeaders`, `metricsProtocol`, ... and are read
- * (and checked) only for the signals that are on.
+ * headers are replaced, not merged). They become `signals.traces.headers`, `signals.metrics.protocol`,
+ * ... and are read (and checked) only for the signals that are on; a signal's endpoint variable becomes
+ * `signals.<signal>.endpoint`.
  *
  * @example
  * ```ts
@@ -330,7 +350,7 @@ const defined = <A extends object>(value: A): { [K in keyof A]: Exclude<A[K], un
  *     OTEL_EXPORTER_OTLP_TRACES_HEADERS: "x-honeycomb-team=traces-key"
  *   })
  * )
- * perSignal?.tracesHeaders // => { "x-honeycomb-team": "traces-key" } (metrics send `headers`)
+ * perSignal?.signals?.traces?.headers // => { "x-honeycomb-team": "traces-key" } (metrics send `headers`)
  * ```
  *
  * @category constructors
@@ -364,10 +384,11 @@ export const parse = (env: Env): Result.Result<Telemetry.Options | undefined, Te
     delete attributes["service.name"]
     delete attributes["service.version"]
     const shared = yield* exportSettings(env, "OTEL_EXPORTER_OTLP")
-    const none = { headers: undefined, protocol: undefined, compression: undefined, exportTimeout: undefined }
-    const tracesSettings = traces ? yield* exportSettings(env, "OTEL_EXPORTER_OTLP_TRACES") : none
-    const metricsSettings = metrics ? yield* exportSettings(env, "OTEL_EXPORTER_OTLP_METRICS") : none
-    const logsSettings = logs ? yield* exportSettings(env, "OTEL_EXPORTER_OTLP_LOGS") : none
+    const signals = nonEmpty({
+      traces: yield* signalOptions(env, "TRACES", tracesEndpoint, traces),
+      metrics: yield* signalOptions(env, "METRICS", metricsEndpoint, metrics),
+      logs: yield* signalOptions(env, "LOGS", logsEndpoint, logs)
+    })
     const tracesExportInterval = yield* positiveInt(env, "OTEL_BSP_SCHEDULE_DELAY")
     const metricsExportInterval = yield* positiveInt(env, "OTEL_METRIC_EXPORT_INTERVAL")
 
@@ -376,24 +397,10 @@ export const parse = (env: Env): Result.Result<Telemetry.Options | undefined, Te
       metrics,
       logs,
       endpoint,
-      tracesEndpoint,
-      metricsEndpoint,
-      logsEndpoint,
       protocol: shared.protocol,
       compression: shared.compression,
       headers: shared.headers,
-      tracesHeaders: tracesSettings.headers,
-      tracesProtocol: tracesSettings.protocol,
-      tracesCompression: tracesSettings.compression,
-      tracesExportTimeout: tracesSettings.exportTimeout,
-      metricsHeaders: metricsSettings.headers,
-      metricsProtocol: metricsSettings.protocol,
-      metricsCompression: metricsSettings.compression,
-      metricsExportTimeout: metricsSettings.exportTimeout,
-      logsHeaders: logsSettings.headers,
-      logsProtocol: logsSettings.protocol,
-      logsCompression: logsSettings.compression,
-      logsExportTimeout: logsSettings.exportTimeout,
+      signals,
       serviceName,
       serviceVersion,
       resourceAttributes: Object.keys(attributes).length > 0 ? attributes : undefined,

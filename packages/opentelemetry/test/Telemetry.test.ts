@@ -341,6 +341,31 @@ describe("Telemetry", () => {
         )
     )
 
+    it.live("merges a signal's settings from the environment into those of the defaults, setting by setting", () =>
+      Effect.gen(function* () {
+        const receiver = yield* OtlpReceiver.make()
+        yield* Effect.void.pipe(
+          Effect.withSpan("merged"),
+          Effect.provide(
+            Telemetry.layerFromEnv({
+              env: {
+                OTEL_EXPORTER_OTLP_ENDPOINT: receiver.url,
+                OTEL_METRICS_EXPORTER: "none",
+                OTEL_EXPORTER_OTLP_TRACES_PROTOCOL: "http/json"
+              },
+              defaults: {
+                signals: { traces: { headers: { "x-trace-token": "from-code" }, protocol: "http/protobuf" } }
+              }
+            })
+          )
+        )
+        const [post] = yield* receiver.requests
+        assert.strictEqual(post?.path, "/v1/traces")
+        assert.strictEqual(post?.contentType, "application/json", "the environment wins")
+        assert.strictEqual(post?.headers["x-trace-token"], "from-code", "the defaults' other settings stay")
+      }).pipe(Effect.scoped, Effect.provide(captureLogs().layer))
+    )
+
     it.live("keeps a signal's own headers out of the log when its export fails", () =>
       Effect.gen(function* () {
         const receiver = yield* OtlpReceiver.make()
@@ -350,9 +375,13 @@ describe("Telemetry", () => {
           Effect.provide(
             Telemetry.layer({
               // a path the receiver does not serve: 404, which is not retried
-              tracesEndpoint: `${receiver.url}/v1/nothing-here`,
               headers: { "x-shared": "not-for-traces" },
-              tracesHeaders: Redacted.make({ "x-trace-token": "hunter2-secret" }),
+              signals: {
+                traces: {
+                  endpoint: `${receiver.url}/v1/nothing-here`,
+                  headers: Redacted.make({ "x-trace-token": "hunter2-secret" })
+                }
+              },
               metrics: false,
               tracesExportInterval: "1 minute"
             })
@@ -549,7 +578,7 @@ describe("Telemetry", () => {
           Effect.provide(
             Telemetry.layer({
               // a path the receiver does not serve: 404, which is not retried
-              tracesEndpoint: `${receiver.url}/v1/nothing-here`,
+              signals: { traces: { endpoint: `${receiver.url}/v1/nothing-here` } },
               headers: { "x-collector-token": "hunter2-secret", authorization: "Bearer also-secret" },
               metrics: false,
               tracesExportInterval: "1 minute"
@@ -664,11 +693,21 @@ describe("Telemetry", () => {
   describe("layer", () => {
     it("refuses invalid options, naming them", () => {
       assert.throws(() => Telemetry.layer({ endpoint: "not a url" }), RangeError, "endpoint")
-      assert.throws(() => Telemetry.layer({ metricsEndpoint: "ftp://x" }), RangeError, "metricsEndpoint")
+      assert.throws(
+        () => Telemetry.layer({ signals: { metrics: { endpoint: "ftp://x" } } }),
+        RangeError,
+        "signals.metrics.endpoint"
+      )
       assert.throws(() => Telemetry.layer({ maxBatchSize: 0 }), RangeError, "maxBatchSize")
       assert.throws(() => Telemetry.layer({ exportTimeout: "0 millis" }), RangeError, "exportTimeout")
-      assert.throws(() => Telemetry.layer({ tracesExportTimeout: "0 millis" }), RangeError, "tracesExportTimeout")
-      assert.doesNotThrow(() => Telemetry.layer({ metrics: false, metricsExportTimeout: "0 millis" }))
+      assert.throws(
+        () => Telemetry.layer({ signals: { traces: { exportTimeout: "0 millis" } } }),
+        RangeError,
+        "signals.traces.exportTimeout"
+      )
+      assert.doesNotThrow(() =>
+        Telemetry.layer({ metrics: false, signals: { metrics: { exportTimeout: "0 millis" } } })
+      )
       assert.doesNotThrow(() => Telemetry.layer({ traces: false, metrics: false }))
     })
   })

@@ -41,7 +41,7 @@ describe("TelemetryEnv", () => {
       assert.deepStrictEqual([tracesOnly?.traces, tracesOnly?.metrics, tracesOnly?.endpoint], [true, false, undefined])
       const metricsOnly = parsed({ OTEL_EXPORTER_OTLP_METRICS_ENDPOINT: "https://metrics.example/v1/metrics" })
       assert.deepStrictEqual(
-        [metricsOnly?.traces, metricsOnly?.metrics, metricsOnly?.metricsEndpoint],
+        [metricsOnly?.traces, metricsOnly?.metrics, metricsOnly?.signals?.metrics?.endpoint],
         [false, true, "https://metrics.example/v1/metrics"]
       )
       const withLogs = parsed({
@@ -78,8 +78,10 @@ describe("TelemetryEnv", () => {
           metrics: true,
           logs: true,
           endpoint: "http://collector:4318/",
-          tracesEndpoint: "http://traces:4318/custom",
-          logsEndpoint: "http://logs:4318/v1/logs",
+          signals: {
+            traces: { endpoint: "http://traces:4318/custom" },
+            logs: { endpoint: "http://logs:4318/v1/logs" }
+          },
           protocol: "http/json",
           compression: "gzip",
           headers: { "x-honeycomb-team": "abc==", authorization: "Bearer tok" },
@@ -207,18 +209,19 @@ describe("TelemetryEnv", () => {
         },
         { headers: { "x-shared": "generic" }, protocol: "http/json", compression: "gzip", exportTimeout: "2500 millis" }
       )
-      assert.deepStrictEqual(
-        [options?.tracesHeaders, options?.tracesProtocol, options?.tracesCompression, options?.tracesExportTimeout],
-        [{ "x-honeycomb-team": "trace=key", authorization: "Bearer tok" }, "http/protobuf", undefined, undefined]
-      )
-      assert.deepStrictEqual(
-        [options?.metricsHeaders, options?.metricsProtocol, options?.metricsCompression, options?.metricsExportTimeout],
-        [undefined, undefined, "none", "750 millis"]
-      )
-      assert.deepStrictEqual(
-        [options?.logsHeaders, options?.logsProtocol, options?.logsCompression, options?.logsExportTimeout],
-        [{ "x-logs": "1" }, "http/protobuf", "none", "9000 millis"]
-      )
+      assert.deepStrictEqual(options?.signals, {
+        traces: {
+          headers: { "x-honeycomb-team": "trace=key", authorization: "Bearer tok" },
+          protocol: "http/protobuf"
+        },
+        metrics: { compression: "none", exportTimeout: "750 millis" },
+        logs: {
+          headers: { "x-logs": "1" },
+          protocol: "http/protobuf",
+          compression: "none",
+          exportTimeout: "9000 millis"
+        }
+      })
     })
 
     it("takes a signal's own variable without any shared one, and sets nothing when neither is set", () => {
@@ -227,14 +230,13 @@ describe("TelemetryEnv", () => {
         OTEL_EXPORTER_OTLP_TRACES_HEADERS: "api-key=k",
         OTEL_EXPORTER_OTLP_TRACES_TIMEOUT: " 300 "
       })
-      assert.deepStrictEqual(options?.tracesHeaders, { "api-key": "k" })
-      assert.strictEqual(options?.tracesExportTimeout, "300 millis")
-      for (const key of ["headers", "protocol", "compression", "exportTimeout", "metricsHeaders", "logsHeaders"]) {
+      assert.deepStrictEqual(options?.signals, { traces: { headers: { "api-key": "k" }, exportTimeout: "300 millis" } })
+      for (const key of ["headers", "protocol", "compression", "exportTimeout"]) {
         assert.notProperty(options, key)
       }
       // a blank per-signal variable is unset: the shared one applies
       const blank = parsed({ ...base, OTEL_EXPORTER_OTLP_HEADERS: "a=1", OTEL_EXPORTER_OTLP_TRACES_HEADERS: "  " })
-      assert.deepStrictEqual([blank?.headers, blank?.tracesHeaders], [{ a: "1" }, undefined])
+      assert.deepStrictEqual([blank?.headers, blank?.signals], [{ a: "1" }, undefined])
     })
 
     it("refuses a bad header in a signal's variable, naming that variable and the header, never the value", () => {
@@ -295,8 +297,7 @@ describe("TelemetryEnv", () => {
         OTEL_EXPORTER_OTLP_LOGS_PROTOCOL: "grpc"
       })
       assert.deepStrictEqual([options?.traces, options?.metrics, options?.logs], [true, false, false])
-      assert.notProperty(options, "metricsHeaders")
-      assert.notProperty(options, "logsProtocol")
+      assert.notProperty(options, "signals")
     })
 
     it.effect("are all collected by read", () =>
