@@ -131,6 +131,7 @@ const memorySection = (result: DrillResult<Soak.MemoryFigures>): string => {
     [
       ["before the soak (after warm-up, GC)", f.before.rssMiB, f.before.heapUsedMiB, JSON.stringify(f.handlesBefore)],
       ["peak during the soak", f.peakRssMiB, "", ""],
+      ["after its first half (settled, GC)", f.middle.rssMiB, f.middle.heapUsedMiB, ""],
       [
         `after the soak (settled ${f.settleSeconds} s, GC)`,
         f.after.rssMiB,
