@@ -583,7 +583,7 @@ const describeBehaviour = (behaviour: Behaviour.Behaviour): string => {
 const memoryResult = (figures: MemoryFigures, durationSeconds: number): DrillResult<MemoryFigures> => {
   const grown = Harness.grownHandles(figures.handlesBefore, figures.handlesAfter)
   const heapGrowth = figures.after.heapUsedMiB - figures.before.heapUsedMiB
-  const rssGrowth = figures.after.rssMiB - figures.middle.rssMiB
+  const externalGrowth = figures.after.externalMiB - figures.before.externalMiB
   return {
     id: "memory",
     title: "Memory and handles around the soak",
@@ -604,11 +604,13 @@ const memoryResult = (figures: MemoryFigures, durationSeconds: number): DrillRes
         `heap used ${figures.before.heapUsedMiB} -> ${figures.after.heapUsedMiB} MiB (${heapGrowth >= 0 ? "+" : ""}${Math.round(heapGrowth * 10) / 10})`
       ),
       check(
-        "RSS after GC does not grow from the first half of the soak to the second (within 32 MiB)",
-        rssGrowth <= 32,
-        `rss ${figures.before.rssMiB} at the start -> ${figures.middle.rssMiB} after the first half -> ${figures.after.rssMiB} MiB after the second (peak ${figures.peakRssMiB})`
+        "memory outside the V8 heap (buffers) after GC within 16 MiB of the start",
+        externalGrowth <= 16,
+        `external ${figures.before.externalMiB} -> ${figures.middle.externalMiB} after the first half -> ${figures.after.externalMiB} MiB after the second`
       )
     ],
-    notes: []
+    notes: [
+      `RSS after GC: ${figures.before.rssMiB} MiB at the start, ${figures.middle.rssMiB} after the first half, ${figures.after.rssMiB} after the second (peak ${figures.peakRssMiB}). Reported, not a check: the soak's gateway shares this process with the load generator, its 100,000 outcomes, the fake upstreams and the OTLP receiver decoding every span, and after a peak of several hundred MiB the allocator keeps pages that RSS still counts (by about how high the peak went). What would leak is checked instead: the V8 heap (JavaScript objects), the memory outside it (buffers) and the open handles (sockets, timers), each after a GC; the heap's growth is the harness's own record of the requests (about 130 bytes each).`
+    ]
   }
 }
