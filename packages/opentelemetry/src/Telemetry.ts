@@ -222,6 +222,14 @@ interface SignalSettings {
 const unredacted = (headers: ExportHeaders | undefined): Record<string, string> | undefined =>
   headers === undefined ? undefined : Redacted.isRedacted(headers) ? Redacted.value(headers) : headers
 
+// Headers fetch could not send would fail every export, with the value in the logged error.
+const checkHeaders = (name: string, headers: ExportHeaders | undefined): Record<string, string> | undefined => {
+  const entries = unredacted(headers)
+  const problem = entries === undefined ? undefined : TelemetryEnv.headersProblem(entries)
+  if (problem !== undefined) throw new RangeError(`Telemetry.layer: ${name}: ${problem}`)
+  return entries
+}
+
 // A signal's export settings: its own option (in `signals`), else the shared one, else the default.
 const settings = (
   options: Options,
@@ -236,7 +244,10 @@ const settings = (
       : checkDuration(`signals.${signal}.exportTimeout`, own.exportTimeout)
   return {
     url: checkUrl(`signals.${signal}.endpoint`, own?.endpoint ?? signalUrl(endpoint, `/v1/${signal}`)),
-    headers: unredacted(own?.headers ?? options.headers),
+    headers:
+      own?.headers === undefined
+        ? checkHeaders("headers", options.headers)
+        : checkHeaders(`signals.${signal}.headers`, own.headers),
     protocol: own?.protocol ?? options.protocol ?? "http/protobuf",
     compression: own?.compression ?? options.compression ?? "none",
     exportTimeout: timeout
@@ -255,7 +266,8 @@ const settings = (
  *
  * **Gotchas**
  *
- * Throws a `RangeError` naming the option when a URL, a duration or a count is invalid. The
+ * Throws a `RangeError` naming the option when a URL, a duration, a count or a header (never its
+ * value) is invalid. The
  * collector is never contacted while building, so an unreachable one does not fail the layer: each
  * failed export is logged as a warning (without header values) and the signal pauses for a minute.
  *

@@ -167,33 +167,42 @@ const headerValueProblem = (value: string): string | undefined => {
   return undefined
 }
 
+/**
+ * What is wrong with some export headers, without showing any value (nor a name past its first bad
+ * character: `authorization: Bearer sk-1=` puts a secret in the "name"); `undefined` when fetch can
+ * send them all. Used for the environment variables here and for `Telemetry.layer`'s options.
+ *
+ * @internal
+ */
+export const headersProblem = (entries: Readonly<Record<string, string>>): string | undefined => {
+  for (const [name, value] of Object.entries(entries)) {
+    const chars = Array.from(name)
+    const bad = chars.findIndex((char) => !headerNameChar.test(char))
+    if (bad >= 0) {
+      const char = chars[bad]!
+      const code = char.codePointAt(0)!
+      const what =
+        char === " " ? "a space" : code > 0x20 && code < 0x7f ? `"${char}"` : `the character ${codePoint(char)}`
+      const which = bad === 0 ? "a header name" : `the header name beginning "${chars.slice(0, bad).join("")}"`
+      return (
+        `${which} contains ${what}, which header names cannot contain (only letters, digits and !#$%&'*+-.^_\`|~); ` +
+        "write the headers as name=value,name2=value2 (the rest is not shown)"
+      )
+    }
+    const problem = headerValueProblem(value)
+    if (problem !== undefined) return `the value of header "${name}" (not shown) ${problem}`
+  }
+  return undefined
+}
+
 // `OTEL_EXPORTER_OTLP_HEADERS` (or a signal's `OTEL_EXPORTER_OTLP_<SIGNAL>_HEADERS`), validated here: a
 // header fetch refuses would otherwise fail every export (with the value in the logged error) and turn
 // that signal off, instead of failing at start by its name. `undefined` when the variable is unset.
 const headers = (env: Env, variable: string): Parsed<Record<string, string> | undefined> => {
   if (present(env, variable) === undefined) return Result.succeed(undefined)
   const entries = parseKeyValues(present(env, variable))
-  for (const [name, value] of Object.entries(entries)) {
-    const chars = Array.from(name)
-    const bad = chars.findIndex((char) => !headerNameChar.test(char))
-    if (bad >= 0) {
-      // Only the valid start of the name is shown: "authorization: Bearer sk-1=" has a secret in its "name".
-      const char = chars[bad]!
-      const code = char.codePointAt(0)!
-      const what =
-        char === " " ? "a space" : code > 0x20 && code < 0x7f ? `"${char}"` : `the character ${codePoint(char)}`
-      const which = bad === 0 ? "a header name" : `the header name beginning "${chars.slice(0, bad).join("")}"`
-      return fail(
-        variable,
-        `${which} contains ${what}, which header names cannot contain (only letters, digits and !#$%&'*+-.^_\`|~); ` +
-          "write the headers as name=value,name2=value2 (the rest is not shown)"
-      )
-    }
-    const problem = headerValueProblem(value)
-    if (problem !== undefined) {
-      return fail(variable, `the value of header "${name}" (not shown) ${problem}`)
-    }
-  }
+  const problem = headersProblem(entries)
+  if (problem !== undefined) return fail(variable, problem)
   return Result.succeed(Object.keys(entries).length > 0 ? entries : undefined)
 }
 

@@ -709,6 +709,23 @@ describe("Telemetry", () => {
         Telemetry.layer({ metrics: false, signals: { metrics: { exportTimeout: "0 millis" } } })
       )
       assert.doesNotThrow(() => Telemetry.layer({ traces: false, metrics: false }))
+      // Headers fetch could not send: named, never shown (a redacted value stays unshown too).
+      const secret = "Bearer\nsk-layer-secret"
+      for (const options of [
+        { headers: { authorization: secret } },
+        { headers: Redacted.make({ authorization: secret }) },
+        { signals: { traces: { headers: { authorization: secret } } } }
+      ]) {
+        try {
+          Telemetry.layer(options)
+          assert.fail("expected a RangeError")
+        } catch (error) {
+          assert.instanceOf(error, RangeError)
+          assert.include((error as Error).message, '"authorization"')
+          assert.include((error as Error).message, "line break")
+          assert.notInclude((error as Error).message, "sk-layer-secret")
+        }
+      }
     })
   })
 })
