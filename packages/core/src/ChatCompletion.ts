@@ -319,6 +319,7 @@ export const maxOutputTokens = (request: ChatRequest): number | undefined =>
 export const assembleChunks = (chunks: ReadonlyArray<ChatChunk>, fallbackUsage?: Usage): ChatResponse => {
   const first = chunks[0]
   let content = ""
+  let refusal: string | undefined
   let finish: FinishReason | null = null
   let chunkUsage: Usage | undefined
   // Tool calls stream in pieces keyed by `index`: the first piece has id, type and name, later pieces
@@ -329,6 +330,7 @@ export const assembleChunks = (chunks: ReadonlyArray<ChatChunk>, fallbackUsage?:
     const choice = chunk.choices[0]
     if (!choice) continue
     if (choice.delta.content) content += choice.delta.content
+    if (choice.delta.refusal) refusal = (refusal ?? "") + choice.delta.refusal
     for (const [position, piece] of (choice.delta.tool_calls ?? []).entries()) {
       const index = piece.index ?? position
       const call = toolCalls.get(index) ?? { arguments: "" }
@@ -358,7 +360,9 @@ export const assembleChunks = (chunks: ReadonlyArray<ChatChunk>, fallbackUsage?:
         message:
           calls.length > 0
             ? { role: "assistant", content: content.length > 0 ? content : null, tool_calls: calls }
-            : { role: "assistant", content },
+            : refusal !== undefined
+              ? { role: "assistant", content: content.length > 0 ? content : null, refusal }
+              : { role: "assistant", content },
         finish_reason: finish
       }
     ],
@@ -386,6 +390,10 @@ export const responseToChunks = (response: ChatResponse): Array<ChatChunk> => {
   ]
   if (content.length > 0) {
     chunks.push({ ...base, model: response.model, choices: [{ index: 0, delta: { content }, finish_reason: null }] })
+  }
+  const refusal = choice?.message.refusal
+  if (typeof refusal === "string" && refusal.length > 0) {
+    chunks.push({ ...base, model: response.model, choices: [{ index: 0, delta: { refusal }, finish_reason: null }] })
   }
   if (choice?.message.tool_calls) {
     const toolCalls = choice.message.tool_calls.map((call, index) => ({ ...call, index }))

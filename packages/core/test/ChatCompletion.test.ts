@@ -50,6 +50,21 @@ describe("ChatCompletion", () => {
     assert.deepStrictEqual(ChatCompletion.assembleChunks(ChatCompletion.responseToChunks(response)), response)
   })
 
+  it("keeps a streamed refusal when assembling, and replays it as a refusal delta", () => {
+    const response = ChatCompletion.assembleChunks([
+      chunk({ role: "assistant", content: "" }),
+      chunk({ refusal: "I can't " }),
+      chunk({ refusal: "help with that." }),
+      chunk({}, "stop")
+    ])
+    assert.deepStrictEqual(response.choices[0]?.message, {
+      role: "assistant",
+      content: null,
+      refusal: "I can't help with that."
+    })
+    assert.deepStrictEqual(ChatCompletion.assembleChunks(ChatCompletion.responseToChunks(response)), response)
+  })
+
   it("estimates prompt tokens from the text and reads the output limit", () => {
     const request: ChatCompletion.ChatRequest = {
       model: "m",
