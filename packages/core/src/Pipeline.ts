@@ -278,6 +278,13 @@ interface Admission {
   budget?: BudgetReservation
 }
 
+// What a request that did not finish still owes once its stream had begun: the usage it saw, or
+// (`undefined`) its whole estimate; and the model that answered, for pricing.
+interface Owed {
+  readonly usage: Usage | undefined
+  readonly answeredModel: string | undefined
+}
+
 // What the log line and the monitor learn of a finished request.
 interface Finished {
   readonly meta: AnswerMeta
@@ -775,9 +782,15 @@ export const make = <const O extends Options>(
           // scope, the upstream connection, as soon as it ends. No stage of its own here: each stage of
           // a stream costs memory for as long as the stream is held open. The attempt's scope is a
           // child of the caller's, so a `rest` never run is released when the caller's scope closes.
-          const rest = Stream.fromPull(
-            Effect.succeed(Timeouts.limit(pull, upstream.name, "chunk-gap", chunkGapTimeout))
-          )
+          // Each later pull within the chunk gap and the request's total deadline, whichever ends first.
+          const chunkGapMillis = Duration.toMillis(chunkGapTimeout)
+          const nextPull = Effect.clockWith((clock) => {
+            const left = state.deadline - clock.currentTimeMillisUnsafe()
+            return left < chunkGapMillis
+              ? Timeouts.limit(pull, "pipeline", "deadline", Duration.millis(Math.max(0, left)))
+              : Timeouts.limit(pull, upstream.name, "chunk-gap", chunkGapTimeout)
+          })
+          const rest = Stream.fromPull(Effect.succeed(nextPull))
           const opened: Opened & { readonly release: Effect.Effect<void> } = {
             head,
             rest,
@@ -862,7 +875,8 @@ export const make = <const O extends Options>(
       begun: Begun,
       admission: Admission,
       finished: Finished | undefined,
-      failure: Cause.Cause<unknown> | undefined
+      failure: Cause.Cause<unknown> | undefined,
+      owed?: Owed
     ): Effect.Effect<void> =>
       Effect.withFiber((fiber) => {
         const { state, identity } = begun
@@ -916,18 +930,23 @@ export const make = <const O extends Options>(
               cache_hit: finished?.meta.cacheHit ?? false,
               fallback: state.fallback !== undefined,
               fallback_reason: state.fallback?.reason ?? null,
-              input_tokens: finished?.usage?.prompt_tokens ?? 0,
-              output_tokens: finished?.usage?.completion_tokens ?? 0,
+              input_tokens: (finished?.usage ?? owed?.usage)?.prompt_tokens ?? 0,
+              output_tokens: (finished?.usage ?? owed?.usage)?.completion_tokens ?? 0,
               error: error instanceof Error ? error.message : error === undefined ? null : String(error)
             })
           )
           return Effect.andThen(observed, line)
         }
+        // A finished request settles at its usage; an unfinished one owes nothing, unless its stream
+        // had begun: then the usage it saw, or without one its whole estimate (left as reserved).
+        const usage = finished !== undefined ? finished.usage : owed?.usage
+        const answeredModel = finished !== undefined ? finished.answeredModel : owed?.answeredModel
+        const keepEstimate = finished === undefined && owed !== undefined && owed.usage === undefined
         let settle: Effect.Effect<void> | undefined
-        if (admission.rate && rateLimit._tag === "Some")
-          settle = rateLimit.value.settle(admission.rate, finished?.usage)
-        if (admission.budget && budget._tag === "Some") {
-          const settleBudget = budget.value.settle(admission.budget, finished?.usage, finished?.answeredModel)
+        if (!keepEstimate && admission.rate && rateLimit._tag === "Some")
+          settle = rateLimit.value.settle(admission.rate, usage)
+        if (!keepEstimate && admission.budget && budget._tag === "Some") {
+          const settleBudget = budget.value.settle(admission.budget, usage, answeredModel)
           settle = settle === undefined ? settleBudget : Effect.andThen(settle, settleBudget)
         }
         return settle === undefined ? record() : Effect.andThen(settle, Effect.suspend(record))
@@ -1152,13 +1171,13 @@ export const make = <const O extends Options>(
         let finished = false
         // Kept for as long as the stream is open, so without the (already run) notice.
         let begun!: Begun
-        const finishOnce = (exit: Exit.Exit<Finished, unknown>) =>
+        const finishOnce = (exit: Exit.Exit<Finished, unknown>, owed?: Owed) =>
           Effect.suspend(() => {
             if (finished) return Effect.void
             finished = true
             return Exit.isSuccess(exit)
               ? finish(begun, admission, exit.value, undefined)
-              : finish(begun, admission, undefined, exit.cause)
+              : finish(begun, admission, undefined, exit.cause, owed)
           })
         // Begun and given its finalizer in one uninterruptible step: a stream whose chunks are never
         // run to the end (or whose caller is interrupted right away) still gets its log line and its
@@ -1205,13 +1224,15 @@ export const make = <const O extends Options>(
           // once and then dropped (only its model is kept).
           let pending = head.length > 0 ? (head as readonly [ChatChunk, ...Array<ChatChunk>]) : undefined
           const firstModel = head[0]?.model ?? ""
-          // The cached answer is assembled from every chunk; without a cache only the usage (the last
-          // chunk's that has one) and the answering model (the first chunk's) are kept, not the chunks.
+          // With a cache the answer is assembled from every chunk; without one the chunks are not kept.
+          // The usage (the last chunk's that has one) and the answering model (the first's) always are.
           const seen: Array<ChatChunk> | undefined = cache._tag === "Some" ? [] : undefined
           let lastUsage: Usage | undefined
           const record = (batch: ReadonlyArray<ChatChunk>) => {
-            if (seen !== undefined) for (const chunk of batch) seen.push(chunk)
-            else for (const chunk of batch) if (chunk.usage) lastUsage = chunk.usage
+            for (const chunk of batch) {
+              if (chunk.usage) lastUsage = chunk.usage
+              if (seen !== undefined) seen.push(chunk)
+            }
           }
           record(head)
           // Once, when the chunks end, fail or are interrupted (or their reader stops early): release the
@@ -1222,15 +1243,22 @@ export const make = <const O extends Options>(
               if (ended) return Effect.void
               ended = true
               const response = seen === undefined ? undefined : assembleChunks(seen)
-              const usage = response?.usage ?? lastUsage ?? makeUsage(0, 0)
               const answeredModel = response?.model ?? firstModel
+              // A stream that did not reach its end still cost the upstream's tokens: the usage seen
+              // (a usage chunk can come before the end), else its estimate stays charged.
               return release.pipe(
                 Effect.andThen(
                   Exit.isSuccess(exit) && response !== undefined && cache._tag === "Some"
                     ? cache.value.store(request, { response, upstream: upstream.name, cacheable: true })
                     : Effect.void
                 ),
-                Effect.andThen(finishOnce(Exit.map(exit, () => ({ meta, usage, answeredModel }))))
+                Effect.andThen(
+                  Exit.isSuccess(exit)
+                    ? finishOnce(
+                        Exit.succeed({ meta, usage: response?.usage ?? lastUsage ?? makeUsage(0, 0), answeredModel })
+                      )
+                    : finishOnce(exit as Exit.Exit<never, unknown>, { usage: lastUsage, answeredModel })
+                )
               )
             })
           // One stream stage around the upstream's pull (not `concat` + `tap` + `onExit`, three stages
@@ -1258,7 +1286,15 @@ export const make = <const O extends Options>(
               pending = undefined
               return Effect.succeed(first)
             })
-            return Effect.as(Scope.addFinalizerExit(scope, end), replayed)
+            // The stage's scope closing before the upstream's chunks ended (the reader stopped early, or
+            // was interrupted) is not a complete answer: never stored, logged or settled as one.
+            const closed = (exit: Exit.Exit<unknown, unknown>) =>
+              end(
+                Exit.isFailure(exit)
+                  ? exit
+                  : Exit.fail(new Error("the stream was closed before it was read to the end"))
+              )
+            return Effect.as(Scope.addFinalizerExit(scope, closed), replayed)
           })
           return { meta, chunks } satisfies StreamAnswer
         }).pipe(

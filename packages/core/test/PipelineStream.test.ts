@@ -2,9 +2,18 @@
 // releases the upstream, and what an interruption leaves behind, with and without the response cache.
 
 import { assert, describe, it } from "@effect/vitest"
-import { Breaker, ChatCompletion, Monitor, Pipeline, RequestLog, ResponseCache, type Upstream } from "@roadcar/core"
-import { Deferred, Effect, Fiber, Layer, Stream } from "effect"
-import { TestConsole } from "effect/testing"
+import {
+  Breaker,
+  Budget,
+  ChatCompletion,
+  Monitor,
+  Pipeline,
+  RequestLog,
+  ResponseCache,
+  type Upstream
+} from "@roadcar/core"
+import { Clock, Deferred, Duration, Effect, Exit, Fiber, Layer, Schedule, Stream } from "effect"
+import { TestClock, TestConsole } from "effect/testing"
 import { request, response } from "./utils/Scripted.ts"
 
 const Stages = Layer.mergeAll(Breaker.layerMemory(), Monitor.layerNoop)
@@ -64,6 +73,83 @@ describe("Pipeline.stream", () => {
       }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Stages, cache, RequestLog.layerJson("Info"))))
     )
   }
+
+  it.effect("a reader that stops before the end: the answer is not cached, and the request is an error", () =>
+    Effect.gen(function* () {
+      const pipeline = yield* Pipeline.make({ steps: [{ upstream: chunked("primary", []) }] })
+      const answer = yield* pipeline.stream(request("early"))
+      const taken = yield* Stream.runCollect(Stream.take(answer.chunks, 2))
+      assert.strictEqual(taken.length, 2)
+      const [line] = yield* requestLines
+      assert.strictEqual(line?.annotations["status"], "error")
+      assert.strictEqual(line?.annotations["error"], "the stream was closed before it was read to the end")
+      // Read to the end, the same request is answered again by the upstream, whole, and only then cached.
+      const whole = yield* pipeline.stream(request("early"))
+      assert.isFalse(whole.meta.cacheHit)
+      yield* Stream.runDrain(whole.chunks)
+      assert.isTrue((yield* pipeline.stream(request("early"))).meta.cacheHit)
+    }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Stages, ResponseCache.layer(), RequestLog.layerJson("Info"))))
+  )
+
+  it.effect("the total deadline bounds the stream after its first chunk too", () =>
+    Effect.gen(function* () {
+      // A chunk every 5 s, never finishing: within the 10 s chunk gap each time.
+      const chunk = ChatCompletion.responseToChunks(response("primary", "x"))[1]!
+      const trickle: Upstream.Upstream = {
+        name: "primary",
+        provider: "test",
+        model: "primary",
+        complete: () => Effect.never,
+        stream: () => Stream.fromSchedule(Schedule.spaced("5 seconds")).pipe(Stream.map(() => chunk))
+      }
+      const pipeline = yield* Pipeline.make({
+        steps: [{ upstream: trickle }],
+        timeouts: { attempt: "30 seconds", firstChunk: "30 seconds", chunkGap: "10 seconds", total: "60 seconds" }
+      })
+      const reader = yield* Effect.forkChild(
+        Effect.scoped(Effect.flatMap(pipeline.stream(request("slow")), (answer) => Stream.runCount(answer.chunks)))
+      )
+      for (let second = 0; second < 120 && reader.pollUnsafe() === undefined; second++) {
+        yield* TestClock.adjust("1 second")
+      }
+      assert.isDefined(reader.pollUnsafe(), "the stream outlived its 60 s deadline")
+      const exit = yield* Fiber.await(reader)
+      assert.isTrue(Exit.isFailure(exit))
+      const error = Exit.isFailure(exit)
+        ? exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
+        : undefined
+      assert.strictEqual((error as { reason?: { _tag: string; phase?: string } })?.reason?._tag, "TimedOut")
+      assert.strictEqual((error as { reason?: { phase?: string } })?.reason?.phase, "deadline")
+      assert.isAtMost(yield* Clock.currentTimeMillis, Duration.toMillis(Duration.seconds(61)))
+    }).pipe(Effect.scoped, Effect.provide(Stages))
+  )
+
+  it.effect("a stream read only in part is charged what it used: its usage if seen, else its estimate", () =>
+    Effect.gen(function* () {
+      // One chunk per pull, as a network stream delivers them (not the whole answer in one batch).
+      const upstream = chunked("primary", [])
+      const oneByOne = {
+        ...upstream,
+        stream: (chat: ChatCompletion.ChatRequest) => Stream.rechunk(upstream.stream(chat), 1)
+      }
+      const pipeline = yield* Pipeline.make({ steps: [{ upstream: oneByOne }] })
+      const budget = yield* Budget.Budget
+      const used = Effect.map(budget.status("k"), (statuses) => statuses[0]?.used)
+      const chunks = ChatCompletion.responseToChunks(response("primary", "answer from primary")).length
+      // Every chunk read, the usage chunk included, but not the end: the usage (5 + 3) is charged.
+      const all = yield* pipeline.stream(request("part", { max_tokens: 50 }), { key: "k" })
+      yield* Stream.runDrain(Stream.take(all.chunks, chunks))
+      assert.strictEqual(yield* used, 8)
+      // One chunk read: no usage seen, so the estimate (prompt + max_tokens) stays charged, not given back.
+      const headRequest = request("head", { max_tokens: 50 })
+      const head = yield* pipeline.stream(headRequest, { key: "k" })
+      yield* Stream.runDrain(Stream.take(head.chunks, 1))
+      assert.strictEqual(yield* used, 8 + ChatCompletion.estimatePromptTokens(headRequest) + 50)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(Layer.mergeAll(Stages, Budget.layerMemory({ budgets: [{ per: "day", tokens: 10_000 }] })))
+    )
+  )
 
   it.effect("the upstream is released as soon as the chunks end, before the request finishes", () =>
     Effect.gen(function* () {
