@@ -170,10 +170,10 @@ const protocolError = (error: NodeJS.ErrnoException): GatewayError.GatewayError 
 // ended): a parse error in the rest of that body closes the connection instead of answering twice.
 const answeredEarly = new WeakSet<Duplex>()
 
-// Writes an error answer on a socket Node's parser gave up on, and closes it.
-const answerOnSocket = (socket: Duplex, error: GatewayError.GatewayError): void => {
+// Writes an error answer (with its request id) on a socket Node's parser gave up on, and closes it.
+const answerOnSocket = (socket: Duplex, error: GatewayError.GatewayError, requestId: string): void => {
   const body = JSON.stringify(GatewayError.toBody(error))
-  let head = `HTTP/1.1 ${error.status} ${Http.STATUS_CODES[error.status]}\r\ncontent-type: application/json\r\n`
+  let head = `HTTP/1.1 ${error.status} ${Http.STATUS_CODES[error.status]}\r\ncontent-type: application/json\r\nx-request-id: ${requestId}\r\n`
   for (const [name, value] of Object.entries(error.headers)) head += `${name}: ${value}\r\n`
   socket.end(`${head}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
 }
@@ -214,16 +214,18 @@ const makeNodeServer = (record: RecordRefusal): Http.Server => {
       return
     }
     const refusal = protocolError(error)
-    answerOnSocket(socket, refusal)
-    record(refusal, { request_id: ChatRoute.requestIdOf(undefined), parser_error: error.code ?? null })
+    const requestId = ChatRoute.requestIdOf(undefined)
+    answerOnSocket(socket, refusal, requestId)
+    record(refusal, { request_id: requestId, parser_error: error.code ?? null })
   })
   // Without a listener Node drops a CONNECT request's connection without an answer.
   server.on("connect", (request: Http.IncomingMessage, socket: Duplex) => {
     const refusal = GatewayError.methodNotAllowed("CONNECT", request.url ?? "", ["GET", "POST"])
-    answerOnSocket(socket, refusal)
-    const requestId = request.headers["x-request-id"]
+    const header = request.headers["x-request-id"]
+    const requestId = ChatRoute.requestIdOf(typeof header === "string" ? header : undefined)
+    answerOnSocket(socket, refusal, requestId)
     record(refusal, {
-      request_id: ChatRoute.requestIdOf(typeof requestId === "string" ? requestId : undefined),
+      request_id: requestId,
       route: `CONNECT ${(request.url ?? "").slice(0, 200)}`
     })
   })

@@ -49,6 +49,7 @@ describe("protocol errors", () => {
           assert.strictEqual(answer.status, 400, JSON.stringify(bytes))
           assert.include(answer.head, "content-type: application/json")
           assert.strictEqual(JSON.parse(answer.body).error.code, "invalid_http")
+          assert.match(answer.head, /x-request-id: req_[0-9a-z]+/)
         }
         const huge = statusAndBody(
           yield* raw(port, `GET /health HTTP/1.1\r\nHost: x\r\nX-Big: ${"a".repeat(20_000)}\r\n\r\n`)
