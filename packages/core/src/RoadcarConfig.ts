@@ -582,6 +582,9 @@ const checkReferences = (config: RoadcarConfig): Array<string> => {
     )
   }
   for (const [name, upstream] of Object.entries(config.upstreams ?? {})) {
+    if (upstream.provider === "anthropic" && upstream.apiKey === undefined) {
+      problems.push(`upstreams.${name}.apiKey: required for provider "anthropic", e.g. { "env": "ANTHROPIC_API_KEY" }`)
+    }
     if (upstream.provider !== "simulated" && upstream.model === undefined) {
       problems.push(
         `upstreams.${name}.model: required for provider "${upstream.provider}" (the model name the upstream is asked for)`

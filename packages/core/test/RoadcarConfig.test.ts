@@ -121,6 +121,7 @@ describe("RoadcarConfig", () => {
         'models.chat.fallbacks[0].upstream: "nope" is not a configured upstream; use one of: claude, local, simulated (or add it under "upstreams")',
         'keys[0].models[0]: "chta" is not a configured model; use one of: chat',
         'keys[1].name: "a" is used twice; key names must be unique',
+        'upstreams.claude.apiKey: required for provider "anthropic", e.g. { "env": "ANTHROPIC_API_KEY" }',
         'upstreams.local.baseUrl: required for provider "openai-compatible" (e.g. "http://127.0.0.1:11434/v1" for Ollama)'
       ])
     })

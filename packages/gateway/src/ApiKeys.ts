@@ -41,7 +41,7 @@ export interface ApiKeys {
  * @example
  * ```ts
  * import { ApiKeys } from "@roadcar/gateway"
- * ApiKeys.hash("sk-roadcar-team-a") // => "9b0d..." (64 hex characters)
+ * ApiKeys.hash("sk-roadcar-team-a") // => "b11455453695eac0..." (64 hex characters)
  * ```
  *
  * @category constructors

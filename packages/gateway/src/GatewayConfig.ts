@@ -199,19 +199,34 @@ export const load = (
   Effect.suspend(() => read(locate({ ...options, env: options.env ?? process.env })))
 
 /**
- * The environment variables the config's upstreams read secrets from, with a problem for each one
- * that is not set (what `roadcar check-config` and startup report).
+ * The environment variables the config reads secrets from (upstream API keys, the alert webhook's URL,
+ * the Redis URL when a store is on Redis), with a problem for each one that is not set: what
+ * `roadcar check-config` reports, and what would stop `serve`.
+ *
+ * @example
+ * ```ts
+ * import { GatewayConfig } from "@roadcar/gateway"
+ * GatewayConfig.missingSecrets({ alerts: { webhook: { url: { env: "HOOK" } } } }, {})
+ * // => ["alerts.webhook.url: the environment variable HOOK is not set; export it before starting"]
+ * ```
  *
  * @category constructors
  * @since 0.1.0
  */
-export const missingSecrets = (config: RoadcarConfig.RoadcarConfig, env: Env): ReadonlyArray<string> =>
-  Object.entries(config.upstreams ?? {}).flatMap(([name, upstream]) => {
-    const variable = upstream.apiKey?.env
-    return variable !== undefined && (env[variable] === undefined || env[variable] === "")
-      ? [`upstreams.${name}.apiKey: the environment variable ${variable} is not set; export it before starting`]
+export const missingSecrets = (config: RoadcarConfig.RoadcarConfig, env: Env): ReadonlyArray<string> => {
+  const references: Array<readonly [string, string | undefined]> = [
+    ...Object.entries(config.upstreams ?? {}).map(
+      ([name, upstream]) => [`upstreams.${name}.apiKey`, upstream.apiKey?.env] as const
+    ),
+    ["alerts.webhook.url", config.alerts?.webhook?.url.env],
+    ["redis.url", RoadcarConfig.usesRedis(config) ? config.redis?.url?.env : undefined]
+  ]
+  return references.flatMap(([field, variable]) =>
+    variable !== undefined && (env[variable] === undefined || env[variable] === "")
+      ? [`${field}: the environment variable ${variable} is not set; export it before starting`]
       : []
-  })
+  )
+}
 
 const readError = (error: unknown): string => {
   if (typeof error === "object" && error !== null && "code" in error) {

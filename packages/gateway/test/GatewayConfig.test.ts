@@ -90,6 +90,18 @@ describe("GatewayConfig", () => {
       assert.deepStrictEqual(GatewayConfig.missingSecrets(config, { A_KEY: "x", B_KEY: "" }), [
         "upstreams.b.apiKey: the environment variable B_KEY is not set; export it before starting"
       ])
+      // The alert webhook's URL too, and the Redis URL once a store is on Redis.
+      const elsewhere = {
+        alerts: { webhook: { url: { env: "HOOK" } } },
+        redis: { url: { env: "MY_REDIS" } }
+      }
+      assert.deepStrictEqual(GatewayConfig.missingSecrets(elsewhere, {}), [
+        "alerts.webhook.url: the environment variable HOOK is not set; export it before starting"
+      ])
+      assert.deepStrictEqual(
+        GatewayConfig.missingSecrets({ ...elsewhere, stores: { cache: "redis" } }, { HOOK: "h" }),
+        ["redis.url: the environment variable MY_REDIS is not set; export it before starting"]
+      )
     })
   })
 })
