@@ -112,7 +112,14 @@ export const parse = (argv: ReadonlyArray<string>): Result.Result<Command, Usage
       config = value
       continue
     }
-    if (arg.startsWith("-") && arg !== "-") return usageError(`unknown option ${arg} for ${command}`)
+    if (arg.startsWith("-") && arg !== "-") {
+      // A key can start with "-": never echoed (usage errors reach logs).
+      return usageError(
+        command === "hash-key"
+          ? "hash-key takes no options; to hash a key that starts with '-', pipe it in: roadcar hash-key -"
+          : `unknown option ${arg} for ${command}`
+      )
+    }
     positionals.push(arg)
   }
   switch (command) {

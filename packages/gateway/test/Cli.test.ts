@@ -71,6 +71,9 @@ describe("Cli.parse", () => {
     assert.strictEqual(failure(["serve", "extra"]), 'serve takes no arguments, got "extra"')
     assert.strictEqual(failure(["hash-key"]), "hash-key needs exactly one key: roadcar hash-key <key>")
     assert.strictEqual(failure(["hash-key", "a", "b"]), "hash-key needs exactly one key: roadcar hash-key <key>")
+    // A key that starts with "-" is never echoed.
+    assert.notInclude(failure(["hash-key", "-sk-secret-1"]), "sk-secret-1")
+    assert.include(failure(["hash-key", "-sk-secret-1"]), "roadcar hash-key -")
     assert.strictEqual(failure(["--verbose"]), "unknown option --verbose (expected a command first)")
   })
 })
