@@ -119,6 +119,14 @@ describe("FakeUpstream", () => {
       fake.setBehaviour(Behaviour.ok({ text: "fixed answer" }))
       const body = await (await post(fake.url, "openai")).json()
       assert.strictEqual(body.choices[0].message.content, "fixed answer")
+      // Streamed, the chunks join to the same text, leading and trailing space included.
+      fake.setBehaviour(Behaviour.ok({ text: "\n  indented answer " }))
+      const { data } = await Sse.read(await post(fake.url, "openai", streamed))
+      const text = data
+        .filter((line) => line !== "[DONE]")
+        .map((line) => JSON.parse(line).choices[0]?.delta.content ?? "")
+        .join("")
+      assert.strictEqual(text, "\n  indented answer ")
     })
 
     it("streams OpenAI chunks, a usage chunk when include_usage is set, then [DONE]", async () => {

@@ -64,9 +64,10 @@ export const modelOf = (body: unknown): string =>
 /** Whether a body asks for a stream (for the attempt log of requests that are not usable). */
 export const streamOf = (body: unknown): boolean => isRecord(body) && body["stream"] === true
 
-/** Splits an answer into chunks of `wordsPerChunk` words, each keeping its trailing space. */
+/** Splits an answer into chunks of `wordsPerChunk` words, each keeping its trailing space (the first
+ * also any leading space), so the chunks join to the text exactly. */
 export const splitChunks = (text: string, wordsPerChunk: number): ReadonlyArray<string> => {
-  const words = text.match(/\S+\s*/g) ?? [text]
+  const words = text.match(/\s*\S+\s*/g) ?? [text]
   const chunks: Array<string> = []
   for (let i = 0; i < words.length; i += wordsPerChunk) chunks.push(words.slice(i, i + wordsPerChunk).join(""))
   return chunks.length > 0 ? chunks : [""]
