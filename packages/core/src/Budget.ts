@@ -169,14 +169,30 @@ export class BudgetStore extends Context.Service<
   }
 >()("@roadcar/core/BudgetStore") {}
 
+// How many entries each in-process store holds (for tests of its bound).
+const memoryStoreSizes = new WeakMap<BudgetStore["Service"], () => number>()
+
 /**
- * Builds an in-process budget store: counters expire with the `Clock` (no background sweep).
+ * How many counters an in-process budget store holds (`undefined` for other stores).
+ *
+ * @internal
+ */
+export const memoryStoreSize = (store: BudgetStore["Service"]): number | undefined => memoryStoreSizes.get(store)?.()
+
+// Expired counters are dropped when read, and all at once at most this often: every key's counters of a
+// past window (its day or month) are never read again.
+const sweepEveryMs = 60_000
+
+/**
+ * Builds an in-process budget store: counters expire with the `Clock`; expired ones are dropped when
+ * read and swept once a minute, on a call (no background fiber).
  *
  * @category constructors
  * @since 0.1.0
  */
 export const makeStoreMemory: Effect.Effect<BudgetStore["Service"]> = Effect.sync(() => {
   const counters = new Map<string, { value: number; readonly expiresAt: number }>()
+  let nextSweep = 0
   const live = (key: string, now: number) => {
     const found = counters.get(key)
     if (found === undefined) return undefined
@@ -187,8 +203,15 @@ export const makeStoreMemory: Effect.Effect<BudgetStore["Service"]> = Effect.syn
     return found
   }
   const withNow = <A>(f: (now: number) => A): Effect.Effect<A> =>
-    Effect.withFiber((fiber) => Effect.succeed(f(fiber.getRef(Clock.Clock).currentTimeMillisUnsafe())))
-  return BudgetStore.of({
+    Effect.withFiber((fiber) => {
+      const now = fiber.getRef(Clock.Clock).currentTimeMillisUnsafe()
+      if (now >= nextSweep) {
+        nextSweep = now + sweepEveryMs
+        for (const [key, counter] of counters) if (counter.expiresAt <= now) counters.delete(key)
+      }
+      return Effect.succeed(f(now))
+    })
+  const store = BudgetStore.of({
     reserve: (charges) =>
       withNow((now): ReserveResult => {
         for (let index = 0; index < charges.length; index++) {
@@ -220,6 +243,8 @@ export const makeStoreMemory: Effect.Effect<BudgetStore["Service"]> = Effect.syn
         return true
       })
   })
+  memoryStoreSizes.set(store, () => counters.size)
+  return store
 })
 
 /**

@@ -247,6 +247,22 @@ describe("Budget", () => {
     )
   })
 
+  describe("memory store", () => {
+    it.effect("drops the counters of past windows, so it holds only the current ones", () =>
+      Effect.gen(function* () {
+        const store = yield* Budget.makeStoreMemory
+        const charge = (key: string) => ({ key, amount: 1, limit: 10, timeToLive: Duration.days(1) })
+        // 100 keys a day for 30 days: a day's counters are never read again once it is over.
+        for (let day = 0; day < 30; day++) {
+          yield* store.reserve(Array.from({ length: 100 }, (_, index) => charge(`day${day}:key${index}`)))
+          yield* TestClock.adjust("1 day")
+        }
+        yield* store.reserve([charge("today:key0")])
+        assert.strictEqual(Budget.memoryStoreSize(store), 1)
+      })
+    )
+  })
+
   describe("thresholds", () => {
     it.effect("raise one alert per threshold and budget window", () => {
       const alerts: Array<AlertSink.Alert> = []
