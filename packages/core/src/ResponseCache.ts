@@ -278,8 +278,9 @@ export const make = Effect.fnUntraced(function* (options: Options) {
     const hash = storeKey(request)
     return store.get(hash).pipe(
       Effect.catch((error) => Effect.as(warn("read")(error), Option.none<Entry>())),
+      // An entry marked not cacheable (written by some other writer) is never served.
       Effect.flatMap((found) =>
-        Option.isSome(found)
+        Option.isSome(found) && found.value.cacheable
           ? Effect.succeed(found.value)
           : Effect.tap(own, (entry) =>
               entry.cacheable ? store.set(hash, entry, timeToLive).pipe(Effect.catch(warn("write"))) : Effect.void
@@ -336,9 +337,10 @@ export const make = Effect.fnUntraced(function* (options: Options) {
         if (local !== undefined) return Effect.succeed(Option.some(local))
         return shared._tag === "None"
           ? Effect.succeed(Option.none<Entry>())
-          : shared.value
-              .get(storeKey(request))
-              .pipe(Effect.catch((error) => Effect.as(warn("read")(error), Option.none<Entry>())))
+          : shared.value.get(storeKey(request)).pipe(
+              Effect.map(Option.filter((entry) => entry.cacheable)),
+              Effect.catch((error) => Effect.as(warn("read")(error), Option.none<Entry>()))
+            )
       }),
     store: (request, entry) =>
       entry.cacheable

@@ -1,6 +1,6 @@
 import { assert, describe, it } from "@effect/vitest"
 import { type ChatCompletion, ResponseCache } from "@roadcar/core"
-import { Effect, Fiber, Option, References, Schema } from "effect"
+import { Duration, Effect, Fiber, Option, References, Schema } from "effect"
 import { TestClock } from "effect/testing"
 import { request, response } from "./utils/Scripted.ts"
 
@@ -152,6 +152,23 @@ describe("ResponseCache", () => {
         assert.strictEqual((yield* Fiber.join(later)).entry.response.choices[0]!.message.content, "later")
       }
     })
+  )
+
+  it.effect("an entry in the shared store marked not cacheable is never served", () =>
+    Effect.gen(function* () {
+      const shared = yield* ResponseCache.ResponseCacheStore
+      const cache = yield* ResponseCache.make({ capacity: 10, timeToLive: "1 minute" })
+      // Written by some other writer (our own never stores these).
+      yield* shared.set(
+        ResponseCache.storeKey(request("foreign")),
+        { ...entry("static"), cacheable: false },
+        Duration.minutes(1)
+      )
+      assert.isTrue(Option.isNone(yield* cache.peek(request("foreign"))))
+      const looked = yield* cache.lookup(request("foreign"), Effect.succeed(entry("computed")))
+      assert.isFalse(looked.hit)
+      assert.strictEqual(looked.entry.response.choices[0]!.message.content, "computed")
+    }).pipe(Effect.provide(ResponseCache.layerStoreMemory))
   )
 
   it.effect("with a shared store, an answer cached by one instance is a hit on another", () =>
