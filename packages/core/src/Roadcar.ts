@@ -137,7 +137,9 @@ export const makeUpstream = (
           model: config.model ?? "",
           apiKey,
           baseUrl: config.baseUrl,
-          maxTokensDefault: config.maxTokensDefault
+          maxTokensDefault: config.maxTokensDefault,
+          headers: config.headers,
+          provider: config.providerName
         })
       }
       default: {

@@ -590,6 +590,13 @@ const checkReferences = (config: RoadcarConfig): Array<string> => {
         `upstreams.${name}.model: required for provider "${upstream.provider}" (the model name the upstream is asked for)`
       )
     }
+    if (upstream.provider === "simulated") {
+      for (const field of ["providerName", "headers"] as const) {
+        if (upstream[field] !== undefined) {
+          problems.push(`upstreams.${name}.${field}: not for provider "simulated" (it makes no HTTP calls); remove it`)
+        }
+      }
+    }
     if (upstream.provider !== "simulated") {
       for (const field of ["latency", "chunkLatency", "faults"] as const) {
         if (upstream[field] !== undefined) {

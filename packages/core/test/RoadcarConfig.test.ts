@@ -124,6 +124,13 @@ describe("RoadcarConfig", () => {
         'upstreams.claude.apiKey: required for provider "anthropic", e.g. { "env": "ANTHROPIC_API_KEY" }',
         'upstreams.local.baseUrl: required for provider "openai-compatible" (e.g. "http://127.0.0.1:11434/v1" for Ollama)'
       ])
+      assert.deepStrictEqual(
+        yield* problemsOf({ upstreams: { sim: { provider: "simulated", providerName: "x", headers: { a: "b" } } } }),
+        [
+          'upstreams.sim.providerName: not for provider "simulated" (it makes no HTTP calls); remove it',
+          'upstreams.sim.headers: not for provider "simulated" (it makes no HTTP calls); remove it'
+        ]
+      )
     })
   )
 

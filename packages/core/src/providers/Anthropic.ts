@@ -32,6 +32,8 @@ export interface Options {
   readonly maxTokensDefault?: number | undefined
   /** Extra headers on every request (e.g. `anthropic-beta`). */
   readonly headers?: Readonly<Record<string, string>> | undefined
+  /** `gen_ai.provider.name` in traces and metrics; defaults to `"anthropic"`. */
+  readonly provider?: string | undefined
 }
 
 /**
@@ -82,7 +84,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
   const maxTokensDefault = options.maxTokensDefault ?? 4096
   const scrub = Errors.makeScrub([options.apiKey])
   const attributes = {
-    "gen_ai.provider.name": "anthropic",
+    "gen_ai.provider.name": options.provider ?? "anthropic",
     "gen_ai.request.model": options.model,
     "server.address": endpoint.server.address,
     "server.port": endpoint.server.port,
@@ -124,7 +126,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
 
   const upstream: Upstream = {
     name: options.name,
-    provider: "anthropic",
+    provider: options.provider ?? "anthropic",
     model: options.model,
     server: endpoint.server,
     complete,
