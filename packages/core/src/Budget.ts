@@ -328,12 +328,14 @@ export class Budget extends Context.Service<
     ) => Effect.Effect<Reservation, BudgetExceeded | StoreUnavailable>
     /**
      * Settles a reservation with the real usage (`undefined`: the call failed or was interrupted,
-     * release it all), priced at `answeredModel`'s price when the table has one.
+     * release it all), priced at the answering model's price when the table has one: `answeredModel`
+     * is its name, or its names in order (the name the upstream reported, e.g. a dated version, then
+     * the model the upstream was configured to ask for); without a price, at the estimate's.
      */
     readonly settle: (
       reservation: Reservation,
       usage: Usage | undefined,
-      answeredModel?: string | undefined
+      answeredModel?: string | ReadonlyArray<string> | undefined
     ) => Effect.Effect<void>
     /** The state of every budget of an API key in its current window. */
     readonly status: (apiKey: string) => Effect.Effect<ReadonlyArray<Status>, StoreUnavailable>
@@ -541,10 +543,12 @@ export const make = Effect.fnUntraced(function* (options: Options) {
           const first = yield* store.claim(`${counter.key}:alert:${threshold}`, counter.timeToLive)
           if (!first) return
           const raised = alert(counter, total, threshold, yield* Clock.currentTimeMillis)
-          yield* Effect.logWarning(raised.message).pipe(
-            Effect.annotateLogs({ "alert.rule": raised.rule, "alert.subject": raised.subject })
-          )
-          if (Option.isSome(sink)) {
+          // The sink decides what is logged (its log sink writes the alert, once); without one, a line here.
+          if (Option.isNone(sink)) {
+            yield* Effect.logWarning(raised.message).pipe(
+              Effect.annotateLogs({ "alert.rule": raised.rule, "alert.subject": raised.subject })
+            )
+          } else {
             yield* sink.value.send(raised).pipe(
               Effect.timeout(alertTimeout),
               Effect.catchCause((cause) => Effect.logWarning("Budget: the alert sink failed or timed out", cause)),
@@ -574,16 +578,27 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       : Effect.forEach(due, ([counter, total]) => checkThresholds(counter, total), { discard: true })
   }
 
+  // The price of the first of the answering model's names the table knows.
+  const priceOf = (names: string | ReadonlyArray<string> | undefined): Price | undefined => {
+    if (names === undefined) return undefined
+    if (typeof names === "string") return prices.get(names)
+    for (const name of names) {
+      const price = prices.get(name)
+      if (price !== undefined) return price
+    }
+    return undefined
+  }
+
   // The settlement: deltas computed in plain code, one store call when a count changed, the threshold
   // check only when a counter reached one; a span only when traced.
   const settle = (
     reservation: Reservation,
     usage: Usage | undefined,
-    answeredModel?: string | undefined
+    answeredModel?: string | ReadonlyArray<string> | undefined
   ): Effect.Effect<void> => {
     if (reservation.counters.length === 0) return Effect.void
     return Effect.withFiber((fiber) => {
-      const price = (answeredModel !== undefined ? prices.get(answeredModel) : undefined) ?? reservation.price
+      const price = priceOf(answeredModel) ?? reservation.price
       const actualCost = usage && price ? costMillionths(price, usage.prompt_tokens, usage.completion_tokens) : 0
       const changed: Array<{ readonly key: string; readonly delta: number }> = []
       const unchanged: Array<string> = []

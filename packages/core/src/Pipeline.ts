@@ -283,6 +283,8 @@ interface Admission {
 interface Owed {
   readonly usage: Usage | undefined
   readonly answeredModel: string | undefined
+  /** The upstream whose stream had begun. */
+  readonly upstream: string
 }
 
 // What the log line and the monitor learn of a finished request.
@@ -922,7 +924,7 @@ export const make = <const O extends Options>(
               request_id: state.requestId,
               key: identity.key ?? null,
               model: state.model,
-              upstream: finished?.meta.upstream ?? null,
+              upstream: finished?.meta.upstream ?? owed?.upstream ?? null,
               answered_model: finished?.answeredModel ?? null,
               status: outcome,
               latency_ms: latencyMs,
@@ -941,12 +943,20 @@ export const make = <const O extends Options>(
         // had begun: then the usage it saw, or without one its whole estimate (left as reserved).
         const usage = finished !== undefined ? finished.usage : owed?.usage
         const answeredModel = finished !== undefined ? finished.answeredModel : owed?.answeredModel
+        // Priced by the name the upstream reported, else by the model it was configured to ask for.
+        const answeredBy = upstreamByName.get(finished?.meta.upstream ?? owed?.upstream ?? "")
+        const priceNames =
+          answeredBy === undefined
+            ? answeredModel
+            : answeredModel === undefined
+              ? answeredBy.model
+              : [answeredModel, answeredBy.model]
         const keepEstimate = finished === undefined && owed !== undefined && owed.usage === undefined
         let settle: Effect.Effect<void> | undefined
         if (!keepEstimate && admission.rate && rateLimit._tag === "Some")
           settle = rateLimit.value.settle(admission.rate, usage)
         if (!keepEstimate && admission.budget && budget._tag === "Some") {
-          const settleBudget = budget.value.settle(admission.budget, usage, answeredModel)
+          const settleBudget = budget.value.settle(admission.budget, usage, priceNames)
           settle = settle === undefined ? settleBudget : Effect.andThen(settle, settleBudget)
         }
         return settle === undefined ? record() : Effect.andThen(settle, Effect.suspend(record))
@@ -1257,7 +1267,11 @@ export const make = <const O extends Options>(
                     ? finishOnce(
                         Exit.succeed({ meta, usage: response?.usage ?? lastUsage ?? makeUsage(0, 0), answeredModel })
                       )
-                    : finishOnce(exit as Exit.Exit<never, unknown>, { usage: lastUsage, answeredModel })
+                    : finishOnce(exit as Exit.Exit<never, unknown>, {
+                        usage: lastUsage,
+                        answeredModel,
+                        upstream: upstream.name
+                      })
                 )
               )
             })

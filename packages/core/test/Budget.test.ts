@@ -1,7 +1,7 @@
 import { assert, describe, it } from "@effect/vitest"
-import { AlertSink, ChatCompletion, StoreUnavailable } from "@roadcar/core"
+import { AlertSink, ChatCompletion, RequestLog, StoreUnavailable } from "@roadcar/core"
 import { Context, Duration, Effect, Exit, Fiber, Layer, Schema, Tracer } from "effect"
-import { TestClock } from "effect/testing"
+import { TestClock, TestConsole } from "effect/testing"
 import * as Budget from "../src/Budget.ts"
 import { request } from "./utils/Scripted.ts"
 
@@ -264,6 +264,27 @@ describe("Budget", () => {
   })
 
   describe("thresholds", () => {
+    it.effect("an alert reaches the log once: through the log sink, or on its own without a sink", () =>
+      Effect.gen(function* () {
+        const lines = (yield* TestConsole.logLines).length
+        for (const layer of [
+          tokensPerDay(100, { thresholds: [0.5] }).pipe(Layer.provide(AlertSink.layerLog)),
+          tokensPerDay(100, { thresholds: [0.5] })
+        ]) {
+          const before = (yield* TestConsole.logLines).length
+          yield* Effect.gen(function* () {
+            const budget = yield* Budget.Budget
+            const reservation = yield* budget.reserve(request("hi", { max_tokens: 10 }), { key: "team-a" })
+            yield* budget.settle(reservation, ChatCompletion.usage(30, 30))
+            yield* settleDown
+          }).pipe(Effect.provide(layer))
+          const written = (yield* TestConsole.logLines).slice(before).map(String)
+          assert.strictEqual(written.filter((line) => line.includes("past 50%")).length, 1, written.join("\n"))
+        }
+        assert.isAbove((yield* TestConsole.logLines).length, lines)
+      }).pipe(Effect.provide(RequestLog.layerJson("Info")))
+    )
+
     it.effect("raise one alert per threshold and budget window", () => {
       const alerts: Array<AlertSink.Alert> = []
       return Effect.gen(function* () {

@@ -83,6 +83,7 @@ describe("Pipeline.stream", () => {
       const [line] = yield* requestLines
       assert.strictEqual(line?.annotations["status"], "error")
       assert.strictEqual(line?.annotations["error"], "the stream was closed before it was read to the end")
+      assert.strictEqual(line?.annotations["upstream"], "primary", "the upstream whose stream had begun")
       // Read to the end, the same request is answered again by the upstream, whole, and only then cached.
       const whole = yield* pipeline.stream(request("early"))
       assert.isFalse(whole.meta.cacheHit)

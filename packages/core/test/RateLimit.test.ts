@@ -1,9 +1,9 @@
 import { assert, describe, it } from "@effect/vitest"
-import { AlertSink, Breaker, Budget, ChatCompletion, Monitor, Pipeline, RateLimit } from "@roadcar/core"
-import { Duration, Effect, Exit, Fiber, Layer, Schema } from "effect"
+import { AlertSink, Breaker, Budget, ChatCompletion, Monitor, Pipeline, RateLimit, type Upstream } from "@roadcar/core"
+import { Duration, Effect, Exit, Fiber, Layer, Schema, Stream } from "effect"
 import { RateLimiter } from "effect/persistence"
 import { TestClock } from "effect/testing"
-import { badRequest, request, scripted } from "./utils/Scripted.ts"
+import { badRequest, request, response, scripted, unavailable } from "./utils/Scripted.ts"
 
 const perKey = (limit: number, onExceeded: "wait" | "reject" = "reject") =>
   RateLimit.layerMemory({ rules: [{ by: "key", requests: { limit, window: "10 seconds" } }], onExceeded })
@@ -250,6 +250,42 @@ describe("RateLimit", () => {
               )
             )
           )
+        )
+      )
+    )
+  )
+
+  it.effect("in the pipeline, a cost budget charges the answering upstream's price, by its configured model", () =>
+    Effect.gen(function* () {
+      const primary = scripted("primary", [unavailable, unavailable, unavailable])
+      // The fallback is configured to ask for "mini" and reports a dated version of it.
+      const backup: Upstream.Upstream = {
+        name: "backup",
+        provider: "test",
+        model: "mini",
+        complete: () =>
+          Effect.succeed({ ...response("mini-2024-07-18", "from backup"), usage: ChatCompletion.usage(1000, 1000) }),
+        stream: () => Stream.empty
+      }
+      const pipeline = yield* Pipeline.make({
+        steps: [{ upstream: primary, retry: { attempts: 1 } }, { upstream: backup }]
+      })
+      const budget = yield* Budget.Budget
+      const answer = yield* pipeline.complete(request("priced", { model: "chat", max_tokens: 10 }), { key: "k" })
+      assert.strictEqual(answer.meta.upstream, "backup")
+      // 1000 x 0.15 + 1000 x 0.6 per million: the mini price, not the big one the estimate used.
+      assert.closeTo((yield* budget.status("k"))[0]?.used ?? Number.NaN, 0.00075, 1e-9)
+    }).pipe(
+      Effect.scoped,
+      Effect.provide(
+        Layer.mergeAll(
+          Breaker.layerMemory(),
+          Monitor.layerNoop,
+          Budget.layerMemory({
+            budgets: [{ per: "day", cost: 1 }],
+            prices: { big: { input: 2.5, output: 10 }, mini: { input: 0.15, output: 0.6 } },
+            chains: { chat: ["big", "mini"] }
+          })
         )
       )
     )
