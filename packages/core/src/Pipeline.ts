@@ -57,7 +57,7 @@ import * as Retry from "./Retry.ts"
 import type { StoreUnavailable } from "./StoreUnavailable.ts"
 import * as Timeouts from "./Timeouts.ts"
 import type { Upstream } from "./Upstream.ts"
-import { MalformedOutput, type ReasonTag, UpstreamError } from "./UpstreamError.ts"
+import { isUpstreamError, MalformedOutput, type ReasonTag, UpstreamError } from "./UpstreamError.ts"
 
 // =============================================================================
 // Options
@@ -298,6 +298,8 @@ interface Finished {
 interface Opened {
   readonly head: ReadonlyArray<ChatChunk>
   readonly rest: Stream.Stream<ChatChunk, UpstreamError>
+  /** When the attempt started (Clock millis): a stream's GenAI duration runs to its end. */
+  readonly startedAt: number
 }
 
 // A request as it starts: its bookkeeping, and the monitor's notice that it started.
@@ -796,6 +798,7 @@ export const make = <const O extends Options>(
           const opened: Opened & { readonly release: Effect.Effect<void> } = {
             head,
             rest,
+            startedAt,
             release: Scope.close(attemptScope, Exit.void)
           }
           return opened
@@ -1247,6 +1250,26 @@ export const make = <const O extends Options>(
           record(head)
           // Once, when the chunks end, fail or are interrupted (or their reader stops early): release the
           // upstream connection, store a complete answer, then the log line and the settlement.
+          // The GenAI operation of a stream ends with its chunks: its duration and tokens are recorded
+          // then (its attempt recorded only the time to its first chunk), or its failure's duration.
+          const recordOperation = (exit: Exit.Exit<unknown, unknown>, model: string) =>
+            Effect.withFiber((fiber) => {
+              const labels = labelsOf(upstream)
+              const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - value.startedAt) / 1000
+              if (Exit.isSuccess(exit)) {
+                const metrics = answeredMetrics(labels, model)
+                metrics.duration.updateUnsafe(seconds, fiber.context)
+                if (lastUsage !== undefined) {
+                  metrics.input.updateUnsafe(lastUsage.prompt_tokens, fiber.context)
+                  metrics.output.updateUnsafe(lastUsage.completion_tokens, fiber.context)
+                }
+              } else {
+                const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
+                const errorType = isUpstreamError(error) ? error.reason._tag : "cancelled"
+                failedMetric(labels, errorType).updateUnsafe(seconds, fiber.context)
+              }
+              return Effect.void
+            })
           let ended = false
           const end = (exit: Exit.Exit<unknown, unknown>) =>
             Effect.suspend(() => {
@@ -1257,6 +1280,7 @@ export const make = <const O extends Options>(
               // A stream that did not reach its end still cost the upstream's tokens: the usage seen
               // (a usage chunk can come before the end), else its estimate stays charged.
               return release.pipe(
+                Effect.andThen(recordOperation(exit, answeredModel)),
                 Effect.andThen(
                   Exit.isSuccess(exit) && response !== undefined && cache._tag === "Some"
                     ? cache.value.store(request, { response, upstream: upstream.name, cacheable: true })

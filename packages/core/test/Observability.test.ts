@@ -1,9 +1,10 @@
 import { assert, describe, it } from "@effect/vitest"
-import { Breaker, Metrics, Monitor, Pipeline, RateLimit, ResponseCache } from "@roadcar/core"
+import { Breaker, ChatCompletion, Metrics, Monitor, Pipeline, RateLimit, ResponseCache } from "@roadcar/core"
 import type { Upstream } from "@roadcar/core/Upstream"
-import { Effect, Fiber, Layer, Metric, Option, Tracer } from "effect"
+import { Effect, Fiber, Layer, Metric, Option, Stream, Tracer } from "effect"
 import { TestClock } from "effect/testing"
-import { request, scripted, unavailable } from "./utils/Scripted.ts"
+import { MalformedOutput, make as upstreamError } from "../src/UpstreamError.ts"
+import { request, response, scripted, unavailable } from "./utils/Scripted.ts"
 
 const recordingTracer = () => {
   const spans: Array<Tracer.NativeSpan> = []
@@ -222,6 +223,49 @@ describe("Observability", () => {
       )
       assert.strictEqual(tokens.count, 1)
       assert.strictEqual(tokens.sum, 5)
+    }).pipe(Effect.scoped, Effect.provide(Stages), Effect.provideService(Metric.MetricRegistry, new Map()))
+  )
+
+  it.effect("a streamed answer records its GenAI duration and tokens when its chunks end; a cut one its failure", () =>
+    Effect.gen(function* () {
+      const answer = response("primary", "streamed answer")
+      const chunks = ChatCompletion.responseToChunks(answer)
+      const streaming = (cut: boolean): Upstream => ({
+        name: "primary",
+        provider: "test",
+        model: "primary",
+        complete: () => Effect.succeed(answer),
+        stream: () =>
+          cut
+            ? Stream.concat(
+                Stream.fromIterable(chunks.slice(0, 2)),
+                Stream.fail(upstreamError("primary", new MalformedOutput({ detail: "cut" })))
+              )
+            : Stream.fromIterable(chunks)
+      })
+      const attributes = {
+        "gen_ai.operation.name": "chat",
+        "gen_ai.provider.name": "test",
+        "gen_ai.request.model": "primary"
+      }
+      const whole = yield* Pipeline.make({ steps: [{ upstream: streaming(false) }] })
+      yield* Stream.runDrain((yield* whole.stream(request("s"))).chunks)
+      const finished = { ...attributes, "gen_ai.response.model": "primary" }
+      const input = yield* Metric.value(
+        Metric.withAttributes(Metrics.tokenUsage, { ...finished, "gen_ai.token.type": "input" })
+      )
+      const output = yield* Metric.value(
+        Metric.withAttributes(Metrics.tokenUsage, { ...finished, "gen_ai.token.type": "output" })
+      )
+      assert.deepStrictEqual([input.count, input.sum, output.sum], [1, 5, 3])
+      assert.strictEqual((yield* Metric.value(Metric.withAttributes(Metrics.operationDuration, finished))).count, 1)
+
+      const cut = yield* Pipeline.make({ steps: [{ upstream: streaming(true), retry: { attempts: 1 } }] })
+      yield* Effect.exit(Stream.runDrain((yield* cut.stream(request("t"))).chunks))
+      const failed = yield* Metric.value(
+        Metric.withAttributes(Metrics.operationDuration, { ...attributes, "error.type": "MalformedOutput" })
+      )
+      assert.strictEqual(failed.count, 1)
     }).pipe(Effect.scoped, Effect.provide(Stages), Effect.provideService(Metric.MetricRegistry, new Map()))
   )
 })
