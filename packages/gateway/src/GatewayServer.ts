@@ -332,7 +332,7 @@ export interface Options {
   readonly env?: GatewayConfig.Env | undefined
   /** The HTTP client of the providers (default `NodeHttpClient.layerUndici`: a keep-alive undici pool, 2.4x the requests per second of `fetch` in the gateway benchmark). */
   readonly httpClient?: Layer.Layer<HttpClient.HttpClient> | undefined
-  /** Where the monitor's alerts go (default: the log). */
+  /** Where alerts go, instead of the config's `alerts` (default: what `alerts` says: the log, the webhook). */
   readonly alertSink?: Layer.Layer<AlertSink.AlertSink> | undefined
   /**
    * Give this gateway its own metric registry, so its `/metrics` shows its traffic only (default
