@@ -178,9 +178,6 @@ const answerOnSocket = (socket: Duplex, error: GatewayError.GatewayError, reques
   socket.end(`${head}content-length: ${Buffer.byteLength(body)}\r\nconnection: close\r\n\r\n${body}`)
 }
 
-// Logs and counts an answer given outside the routes (the same `request` line as any refusal).
-type RecordRefusal = (error: GatewayError.GatewayError, fields: Readonly<Record<string, string | null>>) => void
-
 // Node's defaults let a slow client hold a connection for 60 s sending its headers and 300 s sending
 // its body, checked only every 30 s (a slow-loris socket lasted 90 s and 330 s in the drills); these
 // cut it (408, answered by the `clientError` handler) after 10 s and 30 s, checked every second.
@@ -190,7 +187,13 @@ const requestTimeoutMs = 30_000
 // A Node server that, once closing, closes each keep-alive connection as soon as its response is
 // done: `server.close()` only closes the connections idle at that moment, and would otherwise wait for
 // the clients' keep-alive timeouts before the drain completes.
-const makeNodeServer = (record: RecordRefusal): Http.Server => {
+// Its own answers (refusals outside the routes) are logged and counted like any refusal, with the
+// logger and metrics of `context`.
+const makeNodeServer = (context: Context.Context<never>): Http.Server => {
+  const run = Effect.runForkWith(context)
+  // Node does not say when a request it refused began: the line's latency is 0.
+  const record = (error: GatewayError.GatewayError, fields: Readonly<Record<string, string | null>>) =>
+    run(Effect.flatMap(Clock.currentTimeMillis, (now) => GatewayError.recordRefusal(error, now, fields)))
   const server = Http.createServer({
     headersTimeout: headersTimeoutMs,
     requestTimeout: requestTimeoutMs,
@@ -248,18 +251,13 @@ const nodeServerLayer = (settings: {
   readonly drainTimeout: Duration.Duration
 }) =>
   Layer.unwrap(
-    Effect.gen(function* () {
-      const run = Effect.runForkWith(yield* Effect.context<never>())
-      // Node does not say when a request it refused began: the line's latency is 0.
-      const record: RecordRefusal = (error, fields) => {
-        run(Effect.flatMap(Clock.currentTimeMillis, (now) => GatewayError.recordRefusal(error, now, fields)))
-      }
-      return NodeHttpServer.layer(() => makeNodeServer(record), {
+    Effect.map(Effect.context<never>(), (context) =>
+      NodeHttpServer.layer(() => makeNodeServer(context), {
         host: settings.host,
         port: settings.port,
         gracefulShutdownTimeout: settings.drainTimeout
       })
-    })
+    )
   )
 
 // Failures outside the routes (a path the router cannot decode, an unexpected defect) as OpenAI JSON.
