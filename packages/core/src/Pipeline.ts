@@ -278,6 +278,9 @@ interface Admission {
   budget?: BudgetReservation
 }
 
+// Why a stream whose reader stopped before its end is not a complete answer.
+const closedEarly = () => new Error("the stream was closed before it was read to the end")
+
 // What a request that did not finish still owes once its stream had begun: the usage it saw, or
 // (`undefined`) its whole estimate; and the model that answered, for pricing.
 interface Owed {
@@ -384,6 +387,7 @@ export const make = <const O extends Options>(
     const attemptTimeout = Duration.fromInputUnsafe(timeouts.attempt)
     const firstChunkTimeout = Duration.fromInputUnsafe(timeouts.firstChunk)
     const chunkGapTimeout = Duration.fromInputUnsafe(timeouts.chunkGap)
+    const chunkGapMillis = Duration.toMillis(chunkGapTimeout)
     const totalTimeoutMillis = Duration.toMillis(Duration.fromInputUnsafe(timeouts.total))
     const steps = options.steps.map((step) => ({
       ...step,
@@ -690,10 +694,24 @@ export const make = <const O extends Options>(
           span.attribute("gen_ai.output.messages", JSON.stringify(value.choices.map((c) => c.message)))
         }
       }
-      const metrics = answeredMetrics(labels, value.model)
+      operationAnswered(labels, context, seconds, value.model, usage)
+    }
+
+    // The GenAI duration and tokens of an operation that answered (an attempt's JSON answer, or a
+    // stream once its chunks ended).
+    const operationAnswered = (
+      labels: UpstreamLabels,
+      context: Context.Context<never>,
+      seconds: number,
+      model: string,
+      usage: Usage | undefined
+    ): void => {
+      const metrics = answeredMetrics(labels, model)
       metrics.duration.updateUnsafe(seconds, context)
-      metrics.input.updateUnsafe(usage.prompt_tokens, context)
-      metrics.output.updateUnsafe(usage.completion_tokens, context)
+      if (usage !== undefined) {
+        metrics.input.updateUnsafe(usage.prompt_tokens, context)
+        metrics.output.updateUnsafe(usage.completion_tokens, context)
+      }
     }
 
     // One attempt in its `chat <model>` client span. `call` gets the attempt's start time (Clock).
@@ -787,7 +805,6 @@ export const make = <const O extends Options>(
           // a stream costs memory for as long as the stream is held open. The attempt's scope is a
           // child of the caller's, so a `rest` never run is released when the caller's scope closes.
           // Each later pull within the chunk gap and the request's total deadline, whichever ends first.
-          const chunkGapMillis = Duration.toMillis(chunkGapTimeout)
           const nextPull = Effect.clockWith((clock) => {
             const left = state.deadline - clock.currentTimeMillisUnsafe()
             return left < chunkGapMillis
@@ -1203,9 +1220,7 @@ export const make = <const O extends Options>(
               started.announce,
               Scope.addFinalizer(
                 scope,
-                Effect.suspend(() =>
-                  finishOnce(Exit.fail(new Error("the stream was closed before it was read to the end")))
-                )
+                Effect.suspend(() => finishOnce(Exit.fail(closedEarly())))
               )
             )
           })
@@ -1248,8 +1263,6 @@ export const make = <const O extends Options>(
             }
           }
           record(head)
-          // Once, when the chunks end, fail or are interrupted (or their reader stops early): release the
-          // upstream connection, store a complete answer, then the log line and the settlement.
           // The GenAI operation of a stream ends with its chunks: its duration and tokens are recorded
           // then (its attempt recorded only the time to its first chunk), or its failure's duration.
           const recordOperation = (exit: Exit.Exit<unknown, unknown>, model: string) =>
@@ -1257,12 +1270,7 @@ export const make = <const O extends Options>(
               const labels = labelsOf(upstream)
               const seconds = (fiber.getRef(Clock.Clock).currentTimeMillisUnsafe() - value.startedAt) / 1000
               if (Exit.isSuccess(exit)) {
-                const metrics = answeredMetrics(labels, model)
-                metrics.duration.updateUnsafe(seconds, fiber.context)
-                if (lastUsage !== undefined) {
-                  metrics.input.updateUnsafe(lastUsage.prompt_tokens, fiber.context)
-                  metrics.output.updateUnsafe(lastUsage.completion_tokens, fiber.context)
-                }
+                operationAnswered(labels, fiber.context, seconds, model, lastUsage)
               } else {
                 const error = exit.cause.reasons.find((reason) => reason._tag === "Fail")?.error
                 const errorType = isUpstreamError(error) ? error.reason._tag : "cancelled"
@@ -1270,6 +1278,8 @@ export const make = <const O extends Options>(
               }
               return Effect.void
             })
+          // Once, when the chunks end, fail or are interrupted (or their reader stops early): release the
+          // upstream connection, store a complete answer, then the log line and the settlement.
           let ended = false
           const end = (exit: Exit.Exit<unknown, unknown>) =>
             Effect.suspend(() => {
@@ -1288,9 +1298,7 @@ export const make = <const O extends Options>(
                 ),
                 Effect.andThen(
                   Exit.isSuccess(exit)
-                    ? finishOnce(
-                        Exit.succeed({ meta, usage: response?.usage ?? lastUsage ?? makeUsage(0, 0), answeredModel })
-                      )
+                    ? finishOnce(Exit.succeed({ meta, usage: lastUsage ?? makeUsage(0, 0), answeredModel }))
                     : finishOnce(exit as Exit.Exit<never, unknown>, {
                         usage: lastUsage,
                         answeredModel,
@@ -1327,11 +1335,7 @@ export const make = <const O extends Options>(
             // The stage's scope closing before the upstream's chunks ended (the reader stopped early, or
             // was interrupted) is not a complete answer: never stored, logged or settled as one.
             const closed = (exit: Exit.Exit<unknown, unknown>) =>
-              end(
-                Exit.isFailure(exit)
-                  ? exit
-                  : Exit.fail(new Error("the stream was closed before it was read to the end"))
-              )
+              end(Exit.isFailure(exit) ? exit : Exit.fail(closedEarly()))
             return Effect.as(Scope.addFinalizerExit(scope, closed), replayed)
           })
           return { meta, chunks } satisfies StreamAnswer
