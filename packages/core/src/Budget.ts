@@ -580,9 +580,7 @@ export const make = Effect.fnUntraced(function* (options: Options) {
 
   // The price of the first of the answering model's names the table knows.
   const priceOf = (names: string | ReadonlyArray<string> | undefined): Price | undefined => {
-    if (names === undefined) return undefined
-    if (typeof names === "string") return prices.get(names)
-    for (const name of names) {
+    for (const name of typeof names === "string" ? [names] : (names ?? [])) {
       const price = prices.get(name)
       if (price !== undefined) return price
     }

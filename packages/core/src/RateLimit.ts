@@ -246,29 +246,24 @@ export const make = Effect.fnUntraced(function* (options: Options) {
       }
     )
 
-  // Runs the takes in order; when one refuses, gives back what the earlier ones took, so a refused
-  // request costs nothing.
+  // Gives back what the takes before `index` took.
+  const giveBackBefore = (takes: ReadonlyArray<Take>, index: number) =>
+    Effect.forEach(takes.slice(0, index), (t) => giveBack(t.key, t.limit, t.tokens), { discard: true })
+
+  // Runs the takes in order; when one refuses (or is interrupted while it waits), gives back what the
+  // earlier ones took, so a refused request costs nothing.
   const takeAll = (
     takes: ReadonlyArray<Take>,
     index: number,
     reservation: Reservation
   ): Effect.Effect<Reservation, RateLimitRejected | StoreUnavailable> =>
     Effect.matchEffect(
-      index === 0
-        ? take(takes[0]!)
-        : Effect.onInterrupt(take(takes[index]!), () =>
-            Effect.forEach(takes.slice(0, index), (t) => giveBack(t.key, t.limit, t.tokens), { discard: true })
-          ),
+      index === 0 ? take(takes[0]!) : Effect.onInterrupt(take(takes[index]!), () => giveBackBefore(takes, index)),
       {
         onSuccess: () =>
           index + 1 === takes.length ? Effect.succeed(reservation) : takeAll(takes, index + 1, reservation),
         onFailure: (error) =>
-          index === 0
-            ? Effect.fail(error)
-            : Effect.andThen(
-                Effect.forEach(takes.slice(0, index), (t) => giveBack(t.key, t.limit, t.tokens), { discard: true }),
-                Effect.fail(error)
-              )
+          index === 0 ? Effect.fail(error) : Effect.andThen(giveBackBefore(takes, index), Effect.fail(error))
       }
     )
 
