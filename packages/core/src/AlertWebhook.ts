@@ -211,7 +211,6 @@ const secretsOf = (url: string, redactedHeaders: ReadonlyArray<string>): Readonl
     const raw = pair.slice(at + 1)
     secrets.push(raw, decodeSafe(raw))
   }
-  for (const value of parsed.searchParams.values()) secrets.push(value)
   for (const value of redactedHeaders) {
     secrets.push(value)
     const credential = /^[A-Za-z][\w.+-]*\s+(\S.*)$/.exec(value.trim())?.[1]

@@ -572,9 +572,7 @@ const checkReferences = (config: RoadcarConfig): Array<string> => {
   }
   const openText = config.breaker?.openDuration ?? String(breakerDefaults.openDuration)
   const maxOpenText = config.breaker?.maxOpenDuration ?? String(breakerDefaults.maxOpenDuration)
-  const openMillis = Duration.toMillis(Duration.fromInputUnsafe(openText as Duration.Input))
-  const maxOpenMillis = Duration.toMillis(Duration.fromInputUnsafe(maxOpenText as Duration.Input))
-  if (openMillis > maxOpenMillis) {
+  if ((durationMillis(openText) ?? 0) > (durationMillis(maxOpenText) ?? Number.POSITIVE_INFINITY)) {
     const field =
       config.breaker?.maxOpenDuration === undefined ? `(the default, "${maxOpenText}")` : `("${maxOpenText}")`
     problems.push(
