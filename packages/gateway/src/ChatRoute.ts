@@ -26,7 +26,7 @@ import * as HttpServerRequest from "effect/http/HttpServerRequest"
 import * as HttpServerResponse from "effect/http/HttpServerResponse"
 import type * as Scope from "effect/Scope"
 import * as ApiKeys from "./ApiKeys.ts"
-import { authorize, Gateway } from "./Gateway.ts"
+import { authorize, Gateway, usableModels } from "./Gateway.ts"
 import * as GatewayError from "./GatewayError.ts"
 import * as RequestBody from "./RequestBody.ts"
 import * as Sse from "./Sse.ts"
@@ -179,8 +179,7 @@ export const handler: Effect.Effect<
     const pipeline = gateway.models.get(chat.model)
     if (pipeline === undefined) {
       // Named: the models this key may use, never the others.
-      const usable = [...gateway.models.keys()].filter((name) => ApiKeys.allows(key, name))
-      return yield* GatewayError.modelNotFound(chat.model, usable)
+      return yield* GatewayError.modelNotFound(chat.model, usableModels(gateway, key))
     }
     if (!ApiKeys.allows(key, chat.model)) return yield* GatewayError.forbiddenModel(key?.name ?? "", chat.model)
     model = chat.model

@@ -111,6 +111,15 @@ export const layer = (options: {
 // =============================================================================
 
 /**
+ * The public models a key may use, in config order (every model for an anonymous loopback caller).
+ *
+ * @category accessors
+ * @since 0.1.0
+ */
+export const usableModels = (gateway: Service, key: ApiKeys.Key | undefined): ReadonlyArray<string> =>
+  [...gateway.models.keys()].filter((model) => ApiKeys.allows(key, model))
+
+/**
  * Who is calling: the matched key, or `undefined` for an anonymous loopback caller of a gateway
  * without keys. Fails with 401 for a missing or unknown key, or a non-loopback caller without keys.
  *

@@ -34,9 +34,8 @@ import * as Layer from "effect/Layer"
 import * as Metric from "effect/Metric"
 import * as PrometheusMetrics from "effect/observability/PrometheusMetrics"
 import type * as Scope from "effect/Scope"
-import * as ApiKeys from "./ApiKeys.ts"
 import * as ChatRoute from "./ChatRoute.ts"
-import { authorize, Gateway, layer as gatewayLayer, readiness, type Service } from "./Gateway.ts"
+import { authorize, Gateway, layer as gatewayLayer, readiness, type Service, usableModels } from "./Gateway.ts"
 import * as GatewayConfig from "./GatewayConfig.ts"
 import * as GatewayError from "./GatewayError.ts"
 
@@ -64,24 +63,36 @@ const pathOf = (url: string): string => {
   return path.length > 1 && path.endsWith("/") ? path.slice(0, -1) : path
 }
 
+// A refusal outside the chat route: its request line and count, then its answer, both with the
+// request's id.
+const refuse = (
+  request: HttpServerRequest.HttpServerRequest,
+  error: GatewayError.GatewayError,
+  started: number,
+  route = `${request.method} ${pathOf(request.url).slice(0, 200)}`
+) => {
+  const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
+  return Effect.as(
+    GatewayError.recordRefusal(error, started, { request_id: requestId, route }),
+    GatewayError.toResponse(error, { "x-request-id": requestId })
+  )
+}
+
 const modelsHandler = (gateway: Service) =>
   Effect.gen(function* () {
     const request = yield* HttpServerRequest.HttpServerRequest
     const started = yield* Clock.currentTimeMillis
     return yield* Effect.map(authorize(gateway.keys, request), (key) => {
-      const data = [...gateway.models.keys()]
-        .filter((model) => ApiKeys.allows(key, model))
-        .map((id) => ({ id, object: "model" as const, created: 0, owned_by: "roadcar" }))
+      const data = usableModels(gateway, key).map((id) => ({
+        id,
+        object: "model" as const,
+        created: 0,
+        owned_by: "roadcar"
+      }))
       return HttpServerResponse.jsonUnsafe({ object: "list", data })
     }).pipe(
       // A refused listing is logged and counted like any refused request.
-      Effect.catch((error) => {
-        const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
-        return Effect.as(
-          GatewayError.recordRefusal(error, started, { request_id: requestId, route: "GET /v1/models" }),
-          GatewayError.toResponse(error, { "x-request-id": requestId })
-        )
-      })
+      Effect.catch((error) => refuse(request, error, started, "GET /v1/models"))
     )
   })
 
@@ -124,12 +135,7 @@ const fallbackHandler = (
       allowed === undefined
         ? GatewayError.routeNotFound(request.method, path)
         : GatewayError.methodNotAllowed(request.method, path, allowed)
-    const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
-    yield* GatewayError.recordRefusal(error, started, {
-      request_id: requestId,
-      route: `${request.method} ${path.slice(0, 200)}`
-    })
-    return GatewayError.toResponse(error, { "x-request-id": requestId })
+    return yield* refuse(request, error, started)
   })
 
 /**
@@ -272,12 +278,7 @@ const routerFailure = (cause: Cause.Cause<unknown>) =>
       }
       if (failure.reason._tag === "RequestParseError") {
         const error = GatewayError.invalidRequest("The request could not be read.", null)
-        const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
-        yield* GatewayError.recordRefusal(error, yield* Clock.currentTimeMillis, {
-          request_id: requestId,
-          route: `${request.method} ${pathOf(request.url).slice(0, 200)}`
-        })
-        return GatewayError.toResponse(error, { "x-request-id": requestId })
+        return yield* refuse(request, error, yield* Clock.currentTimeMillis)
       }
     }
     const requestId = ChatRoute.requestIdOf(request.headers["x-request-id"])
