@@ -5,6 +5,10 @@ import { RateLimiter } from "effect/persistence"
 import { TestClock } from "effect/testing"
 import { badRequest, request, response, scripted, unavailable } from "./utils/Scripted.ts"
 
+// The stages every pipeline needs (breaker, monitor) beside the ones a test is about.
+const withStages = <A, E>(...layers: ReadonlyArray<Layer.Layer<A, E>>) =>
+  Layer.mergeAll(Breaker.layerMemory(), Monitor.layerNoop, ...layers)
+
 const perKey = (limit: number, onExceeded: "wait" | "reject" = "reject") =>
   RateLimit.layerMemory({ rules: [{ by: "key", requests: { limit, window: "10 seconds" } }], onExceeded })
 
@@ -204,9 +208,7 @@ describe("RateLimit", () => {
     }).pipe(
       Effect.scoped,
       Effect.provide(
-        Layer.mergeAll(
-          Breaker.layerMemory(),
-          Monitor.layerNoop,
+        withStages(
           overStore(
             { rules: [{ by: "key", tokens: { limit: 200, window: "1 minute" } }], onExceeded: "reject" },
             slowStore("50 millis")
@@ -234,9 +236,7 @@ describe("RateLimit", () => {
     }).pipe(
       Effect.scoped,
       Effect.provide(
-        Layer.mergeAll(
-          Breaker.layerMemory(),
-          Monitor.layerNoop,
+        withStages(
           Budget.layer({ budgets: [{ per: "day", tokens: 1000 }] }).pipe(
             Layer.provide(
               Layer.effect(
@@ -278,9 +278,7 @@ describe("RateLimit", () => {
     }).pipe(
       Effect.scoped,
       Effect.provide(
-        Layer.mergeAll(
-          Breaker.layerMemory(),
-          Monitor.layerNoop,
+        withStages(
           Budget.layerMemory({
             budgets: [{ per: "day", cost: 1 }],
             prices: { big: { input: 2.5, output: 10 }, mini: { input: 0.15, output: 0.6 } },
@@ -299,7 +297,7 @@ describe("RateLimit", () => {
       const error = yield* Effect.flip(pipeline.complete(request("two"), { key: "k" }))
       assert.strictEqual(error._tag, "RateLimitRejected")
       assert.strictEqual(primary.calls.length, 1)
-    }).pipe(Effect.scoped, Effect.provide(Layer.mergeAll(Breaker.layerMemory(), Monitor.layerNoop, perKey(1))))
+    }).pipe(Effect.scoped, Effect.provide(withStages(perKey(1))))
   )
 
   it.effect("in the pipeline, a budget is reserved before the call, settled after, and refuses when spent", () =>
@@ -327,9 +325,7 @@ describe("RateLimit", () => {
     }).pipe(
       Effect.scoped,
       Effect.provide(
-        Layer.mergeAll(
-          Breaker.layerMemory(),
-          Monitor.layerNoop,
+        withStages(
           Budget.layerMemory({ budgets: [{ per: "day", tokens: 40 }] }).pipe(Layer.provide(AlertSink.layerLog))
         )
       )
